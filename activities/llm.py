@@ -1,0 +1,168 @@
+"""One activity per agent iteration (the model call), and the title call.
+
+The reply is stored before the activity returns, and a retry finds it there: a completed model
+call is never paid for twice. The transcript is read from PostgreSQL, never from history.
+"""
+
+from __future__ import annotations
+
+import uuid
+
+from openai import APIError
+from pydantic import BaseModel, Field
+from temporalio import activity
+
+from activities.heartbeat import heartbeating
+from activities.services import Services
+from agent.llm import chat_completion, classify_llm_error, usage_of
+from agent.prompt import TITLE_PROMPT, clean_title, extract_task_summary, fallback_title
+from agent.tools import TOOL_DEFINITIONS
+from storage import transcript
+
+NUDGE = (
+    "Continue with the task using the tools. When everything is done, reply with the "
+    "<task_summary> block; that is the only way to finish."
+)
+
+
+class AgentTurnInput(BaseModel):
+    run_id: uuid.UUID
+    iteration: int = Field(ge=1)
+    model: str
+
+
+class ToolCallRef(BaseModel):
+    id: str
+    name: str
+
+
+class AgentTurnResult(BaseModel):
+    tool_calls: list[ToolCallRef]
+    summary: str | None
+    """Set when the reply contains <task_summary>: the run is done after its tool calls."""
+    prompt_tokens: int = 0
+    completion_tokens: int = 0
+    replayed: bool = False
+    """True when the reply came from the store, not from a new paid call."""
+
+
+class TitleInput(BaseModel):
+    run_id: uuid.UUID
+    model: str
+    summary: str
+    prompt: str
+
+
+def _result(entry: transcript.TranscriptEntry, *, replayed: bool) -> AgentTurnResult:
+    message = entry.message
+    calls = [
+        ToolCallRef(id=call["id"], name=call["function"]["name"])
+        for call in message.get("tool_calls") or []
+    ]
+    return AgentTurnResult(
+        tool_calls=calls,
+        summary=extract_task_summary(message.get("content")),
+        prompt_tokens=entry.prompt_tokens or 0,
+        completion_tokens=entry.completion_tokens or 0,
+        replayed=replayed,
+    )
+
+
+class LlmActivities:
+    def __init__(self, services: Services) -> None:
+        self._services = services
+
+    @activity.defn(name="agent_turn")
+    async def agent_turn(self, input: AgentTurnInput) -> AgentTurnResult:
+        db = self._services.db
+        async with db.session() as session:
+            stored = await transcript.assistant_turn(session, input.run_id, input.iteration)
+            if stored is not None:
+                return _result(stored, replayed=True)
+            messages = await transcript.chat_messages(session, input.run_id)
+            last = messages[-1] if messages else None
+            if last and last["role"] == "assistant" and not last.get("tool_calls"):
+                # The model answered in prose without finishing: ask it to carry on.
+                await transcript.append_entry(
+                    session,
+                    input.run_id,
+                    role="user",
+                    iteration=input.iteration,
+                    message={"role": "user", "content": NUDGE},
+                )
+                await session.commit()
+                messages = await transcript.chat_messages(session, input.run_id)
+        try:
+            async with heartbeating():
+                completion = await chat_completion(
+                    self._services.llm,
+                    model=input.model,
+                    messages=messages,
+                    tools=TOOL_DEFINITIONS,
+                )
+        except APIError as error:
+            raise classify_llm_error(error) from error
+        choice = completion.choices[0].message
+        message: dict = {"role": "assistant", "content": choice.content or ""}
+        if choice.tool_calls:
+            message["tool_calls"] = [
+                {
+                    "id": call.id,
+                    "type": "function",
+                    "function": {
+                        "name": call.function.name,
+                        "arguments": call.function.arguments,
+                    },
+                }
+                for call in choice.tool_calls
+            ]
+        tokens = usage_of(completion)
+        async with db.session() as session:
+            entry = await transcript.append_entry(
+                session,
+                input.run_id,
+                role="assistant",
+                iteration=input.iteration,
+                message=message,
+                prompt_tokens=tokens["prompt_tokens"],
+                completion_tokens=tokens["completion_tokens"],
+            )
+            await session.commit()
+        return _result(entry, replayed=False)
+
+    @activity.defn(name="generate_title")
+    async def generate_title(self, input: TitleInput) -> str:
+        """A short title from a small model; any failure falls back to the user's words."""
+        async with self._services.db.session() as session:
+            stored = await transcript.stored_title(session, input.run_id)
+        if stored:
+            return stored
+        try:
+            completion = await chat_completion(
+                self._services.llm,
+                model=input.model,
+                messages=[
+                    {"role": "system", "content": TITLE_PROMPT},
+                    {"role": "user", "content": input.summary[:2000]},
+                ],
+                max_tokens=20,
+            )
+        except APIError as error:
+            activity.logger.warning("title model failed; using the fallback", exc_info=error)
+            return fallback_title(input.summary, input.prompt)
+        title = clean_title(completion.choices[0].message.content) or fallback_title(
+            input.summary, input.prompt
+        )
+        tokens = usage_of(completion)
+        async with self._services.db.session() as session:
+            await transcript.append_entry(
+                session,
+                input.run_id,
+                role=transcript.TITLE_ROLE,
+                iteration=0,
+                message={"role": "assistant", "content": title},
+                prompt_tokens=tokens["prompt_tokens"],
+                completion_tokens=tokens["completion_tokens"],
+            )
+            await session.commit()
+        return title

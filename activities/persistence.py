@@ -1,0 +1,164 @@
+"""Reading the conversation and saving the reply: idempotent, so retries never duplicate rows."""
+
+from __future__ import annotations
+
+import uuid
+from enum import StrEnum
+
+from pydantic import BaseModel
+from sqlalchemy.ext.asyncio import AsyncSession
+from temporalio import activity
+from temporalio.exceptions import ApplicationError
+
+from activities.services import Services
+from agent.prompt import system_prompt
+from conversation import build_conversation_payload, load_project_conversation_context
+from sandboxes.template import load_manifest
+from storage import queries, transcript
+from storage.errors import MessageNotFoundError, ProjectNotFoundError
+from storage.models import FragmentData, MessageRole, MessageType
+
+
+class StartRunInput(BaseModel):
+    project_id: uuid.UUID
+    run_id: uuid.UUID
+    """The user message this run answers."""
+
+
+class StartRunResult(BaseModel):
+    """The run's configuration comes from the worker's settings, recorded once in history."""
+
+    model: str
+    title_model: str
+    max_iterations: int
+    llm_timeout_seconds: float
+    prompt: str
+    """The user's request (for the fallback title); short by the starter's input checks."""
+    previous_files: int
+
+
+class ReplyStatus(StrEnum):
+    RESULT = "RESULT"
+    ERROR = "ERROR"
+
+
+class SaveReplyInput(BaseModel):
+    project_id: uuid.UUID
+    run_id: uuid.UUID
+    workflow_id: str
+    status: ReplyStatus
+    content: str
+    title: str | None = None
+    sandbox_url: str | None = None
+    iterations: int = 0
+
+
+class SavedReply(BaseModel):
+    message_id: uuid.UUID
+    status: ReplyStatus
+    content: str
+    files: int
+
+
+def _permanent(error: Exception) -> ApplicationError:
+    """The project or message was deleted: retrying cannot bring it back."""
+    return ApplicationError(str(error), type=type(error).__name__, non_retryable=True)
+
+
+class PersistenceActivities:
+    def __init__(self, services: Services) -> None:
+        self._services = services
+
+    @activity.defn(name="start_run")
+    async def start_run(self, input: StartRunInput) -> StartRunResult:
+        """Build the agent's first messages from the conversation and store them for the run."""
+        async with self._services.db.session() as session:
+            try:
+                context = await load_project_conversation_context(session, input.project_id)
+            except ProjectNotFoundError as error:
+                raise _permanent(error) from error
+            position = next(
+                (i for i, m in enumerate(context.messages) if m.id == input.run_id), None
+            )
+            if position is None:
+                raise ApplicationError(
+                    f"message {input.run_id} does not belong to project {input.project_id}",
+                    type="UnknownMessage",
+                    non_retryable=True,
+                )
+            user_message = context.messages[position]
+            if user_message.role != MessageRole.USER:
+                raise ApplicationError(
+                    f"message {input.run_id} is not a user message",
+                    type="UnknownMessage",
+                    non_retryable=True,
+                )
+            # Only what came before this message: later ones are still waiting in the queue.
+            earlier = context.messages[: position + 1]
+            payload = build_conversation_payload(
+                context.project_summary, earlier, user_message, user_message.content
+            )
+            manifest = load_manifest()
+            system = system_prompt(
+                components=manifest.components,
+                preinstalled=manifest.preinstalled,
+                port=manifest.port,
+                notes=manifest.notes,
+            )
+            await transcript.start(session, input.run_id, system=system, user=payload)
+            await session.commit()
+            previous = context.latest_fragment
+        settings = self._services.settings
+        return StartRunResult(
+            model=settings.qai_model,
+            title_model=settings.qai_title_model,
+            max_iterations=settings.qai_max_iterations,
+            llm_timeout_seconds=settings.qai_llm_timeout,
+            prompt=user_message.content,
+            previous_files=len(previous.files) if previous else 0,
+        )
+
+    @activity.defn(name="save_reply")
+    async def save_reply(self, input: SaveReplyInput) -> SavedReply:
+        """Save exactly one assistant message for the user message, with its fragment."""
+        try:
+            async with self._services.db.session() as session:
+                fragment = None
+                if input.status == ReplyStatus.RESULT:
+                    fragment = await self._fragment(session, input)
+                prompt_tokens, completion_tokens = await transcript.usage(session, input.run_id)
+                message = await queries.save_assistant_reply(
+                    session,
+                    project_id=input.project_id,
+                    user_message_id=input.run_id,
+                    type=MessageType(input.status.value),
+                    content=input.content,
+                    workflow_id=input.workflow_id,
+                    fragment=fragment,
+                    prompt_tokens=prompt_tokens,
+                    completion_tokens=completion_tokens,
+                    iterations=input.iterations,
+                )
+        except (ProjectNotFoundError, MessageNotFoundError) as error:
+            raise _permanent(error) from error
+        return SavedReply(
+            message_id=message.id,
+            status=ReplyStatus(message.type),
+            content=message.content,
+            files=len(message.fragment.files) if message.fragment else 0,
+        )
+
+    async def _fragment(self, session: AsyncSession, input: SaveReplyInput) -> FragmentData:
+        """Every file the agent has: the previous fragment's, overwritten by this run's."""
+        context = await load_project_conversation_context(session, input.project_id)
+        # Runs of one project are serialised, so the latest fragment is the previous run's
+        # (or, on a retry after saving, this run's own, which holds the same files).
+        previous = context.latest_fragment
+        files = dict(previous.files) if previous else {}
+        files.update(await transcript.written_files(session, input.run_id))
+        return FragmentData(
+            sandbox_url=input.sandbox_url or "",
+            title=input.title or "Untitled App",
+            files=files,
+            summary=input.content,
+        )

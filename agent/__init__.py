@@ -1,0 +1,1 @@
+"""The code agent: its system prompt, its tools and its model client."""

@@ -1,0 +1,306 @@
+"""The agent's three tools: their schemas for the model, and running them against a sandbox.
+
+Every call ends in a `ToolOutcome` the model sees. Bad arguments, unknown tools, paths outside
+the workspace and forbidden commands become error results the model can correct, never a
+crashed run. Infrastructure failures (the sandbox is gone, the backend is down) are raised, so
+the activity around this can classify and retry them.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from collections.abc import Awaitable, Callable
+from typing import Any
+
+from pydantic import BaseModel, Field, ValidationError
+
+from sandboxes.base import (
+    HOME,
+    CommandFailedError,
+    CommandResult,
+    InvalidPathError,
+    Sandbox,
+    SandboxTimeoutError,
+    WriteEntry,
+)
+
+TERMINAL = "terminal"
+CREATE_OR_UPDATE_FILES = "createOrUpdateFiles"
+READ_FILES = "readFiles"
+
+COMMAND_TIMEOUT_SECONDS = 300
+MAX_STREAM_CHARS = 8_000
+MAX_READ_CHARS = 60_000
+
+TOOL_DEFINITIONS: list[dict[str, Any]] = [
+    {
+        "type": "function",
+        "function": {
+            "name": TERMINAL,
+            "description": (
+                "Run a shell command in /home/user (bash). Returns stdout, stderr and the exit "
+                "code. Use it to install packages (`npm install <pkg> --yes`) and inspect files."
+            ),
+            "parameters": {
+                "type": "object",
+                "properties": {"command": {"type": "string", "description": "The command."}},
+                "required": ["command"],
+            },
+        },
+    },
+    {
+        "type": "function",
+        "function": {
+            "name": CREATE_OR_UPDATE_FILES,
+            "description": (
+                "Create or overwrite files. Paths are relative to /home/user, "
+                "for example app/page.tsx."
+            ),
+            "parameters": {
+                "type": "object",
+                "properties": {
+                    "files": {
+                        "type": "array",
+                        "items": {
+                            "type": "object",
+                            "properties": {
+                                "path": {"type": "string"},
+                                "content": {"type": "string"},
+                            },
+                            "required": ["path", "content"],
+                        },
+                    }
+                },
+                "required": ["files"],
+            },
+        },
+    },
+    {
+        "type": "function",
+        "function": {
+            "name": READ_FILES,
+            "description": "Read files. Paths are relative to /home/user or start with /home/user.",
+            "parameters": {
+                "type": "object",
+                "properties": {"files": {"type": "array", "items": {"type": "string"}}},
+                "required": ["files"],
+            },
+        },
+    },
+]
+
+
+class TerminalArgs(BaseModel):
+    command: str = Field(min_length=1)
+
+
+class FileToWrite(BaseModel):
+    path: str = Field(min_length=1)
+    content: str
+
+
+class CreateOrUpdateFilesArgs(BaseModel):
+    files: list[FileToWrite] = Field(min_length=1)
+
+
+class ReadFilesArgs(BaseModel):
+    files: list[str] = Field(min_length=1)
+
+
+class ToolOutcome(BaseModel):
+    """What a tool call produced: `content` goes to the model, `written` into the agent state."""
+
+    ok: bool
+    content: str
+    brief: str
+    written: dict[str, str] = Field(default_factory=dict)
+
+
+# The template's dev server already runs on port 3000 with hot reload; a second one (or a
+# production build) fights it for the port and the .next directory.
+_DEV_SERVER = re.compile(
+    r"(^|[;&|(]\s*|\s)(npm\s+(run\s+)?(dev|start|build)|yarn\s+(dev|start|build)"
+    r"|pnpm\s+(run\s+)?(dev|start|build)|(npx\s+)?next\s+(dev|start|build))\b"
+)
+
+
+def forbidden_command(command: str) -> str | None:
+    """Why a command may not run, or None."""
+    if _DEV_SERVER.search(command):
+        return (
+            "The dev server is already running on port 3000 with hot reload; do not run "
+            "dev, build or start commands. Just write the files and the preview updates."
+        )
+    return None
+
+
+def relative_path(path: str) -> str:
+    """Normalise a model-given path to one relative to /home/user, refusing escapes."""
+    cleaned = path.strip()
+    if cleaned.startswith("@/"):
+        raise InvalidPathError(
+            f"{path!r}: '@/' is an import alias; use the real path, e.g. {cleaned[2:]!r}"
+        )
+    if cleaned.startswith(HOME + "/"):
+        cleaned = cleaned[len(HOME) + 1 :]
+    elif cleaned.startswith("/"):
+        raise InvalidPathError(f"{path!r} is outside /home/user; use a path relative to it")
+    parts = [part for part in cleaned.split("/") if part not in ("", ".")]
+    if not parts or ".." in parts:
+        raise InvalidPathError(f"{path!r} does not name a file inside /home/user")
+    return "/".join(parts)
+
+
+def bound(text: str, limit: int) -> str:
+    """Keep the head and the tail of long output, and say what was cut."""
+    if len(text) <= limit:
+        return text
+    head = limit * 2 // 5
+    tail = limit - head
+    cut = len(text) - head - tail
+    return f"{text[:head]}\n[... {cut} characters cut ...]\n{text[-tail:]}"
+
+
+def _format_command(result: CommandResult, command: str) -> str:
+    return json.dumps(
+        {
+            "command": command,
+            "exit_code": result.exit_code,
+            "stdout": bound(result.stdout, MAX_STREAM_CHARS),
+            "stderr": bound(result.stderr, MAX_STREAM_CHARS),
+        },
+        ensure_ascii=False,
+    )
+
+
+async def _terminal(
+    sandbox: Sandbox, args: TerminalArgs, on_output: Callable[[str], Awaitable[None] | None] | None
+) -> ToolOutcome:
+    reason = forbidden_command(args.command)
+    if reason:
+        return ToolOutcome(ok=False, content=f"Error: {reason}", brief="refused dev-server command")
+    try:
+        result = await sandbox.commands.run(
+            args.command,
+            cwd=HOME,
+            timeout=COMMAND_TIMEOUT_SECONDS,
+            on_stdout=on_output,
+            on_stderr=on_output,
+        )
+    except CommandFailedError as failed:
+        return ToolOutcome(
+            ok=False,
+            content=_format_command(failed.result, args.command),
+            brief=f"exit {failed.exit_code}",
+        )
+    except SandboxTimeoutError:
+        return ToolOutcome(
+            ok=False,
+            content=(
+                f"Error: the command ran past {COMMAND_TIMEOUT_SECONDS} s and was killed. "
+                "Run long tasks with a timeout, and never start servers."
+            ),
+            brief="timed out",
+        )
+    return ToolOutcome(ok=True, content=_format_command(result, args.command), brief="exit 0")
+
+
+async def _create_or_update_files(sandbox: Sandbox, args: CreateOrUpdateFilesArgs) -> ToolOutcome:
+    entries: list[WriteEntry] = []
+    for file in args.files:
+        try:
+            entries.append(WriteEntry(path=relative_path(file.path), data=file.content))
+        except InvalidPathError as error:
+            return ToolOutcome(
+                ok=False,
+                content=f"Error: nothing was written. Path refused: {error}",
+                brief="path refused",
+            )
+    try:
+        await sandbox.files.write_files(entries)
+    except InvalidPathError as error:
+        return ToolOutcome(
+            ok=False,
+            content=f"Error: nothing was written. Path refused: {error}",
+            brief="path refused",
+        )
+    written = {entry.path: str(entry.data) for entry in entries}
+    listing = ", ".join(f"{path} ({len(content)} chars)" for path, content in written.items())
+    return ToolOutcome(
+        ok=True,
+        content=f"Wrote {len(written)} file(s): {listing}",
+        brief=f"wrote {len(written)} file(s)",
+        written=written,
+    )
+
+
+async def _read_files(sandbox: Sandbox, args: ReadFilesArgs) -> ToolOutcome:
+    results: list[dict[str, str]] = []
+    failures = 0
+    budget = MAX_READ_CHARS
+    for path in args.files:
+        try:
+            relative = relative_path(path)
+            content = await sandbox.files.read(relative)
+        except InvalidPathError as error:
+            failures += 1
+            results.append({"path": path, "error": str(error)})
+            continue
+        except FileNotFoundError:
+            failures += 1
+            results.append({"path": path, "error": "no such file"})
+            continue
+        shown = bound(content, max(budget, 1_000))
+        budget -= len(shown)
+        results.append({"path": relative, "content": shown})
+    return ToolOutcome(
+        ok=failures == 0,
+        content=json.dumps(results, ensure_ascii=False),
+        brief=f"read {len(results) - failures} of {len(results)} file(s)",
+    )
+
+
+def _invalid(name: str, detail: str) -> ToolOutcome:
+    return ToolOutcome(
+        ok=False,
+        content=f"Error: invalid arguments for {name}: {detail}. Send a JSON object that "
+        "matches the tool's schema.",
+        brief="invalid arguments",
+    )
+
+
+def _validation_detail(error: ValidationError) -> str:
+    first = error.errors()[0]
+    where = ".".join(str(part) for part in first["loc"]) or "arguments"
+    return f"{where}: {first['msg']}"
+
+
+async def execute_tool(
+    sandbox: Sandbox,
+    name: str,
+    raw_arguments: str,
+    *,
+    on_output: Callable[[str], Awaitable[None] | None] | None = None,
+) -> ToolOutcome:
+    """Run one tool call from the model; anything the model got wrong becomes an error result."""
+    try:
+        arguments = json.loads(raw_arguments or "{}")
+    except json.JSONDecodeError as error:
+        return _invalid(name, f"not valid JSON ({error.msg} at position {error.pos})")
+    try:
+        if name == TERMINAL:
+            return await _terminal(sandbox, TerminalArgs.model_validate(arguments), on_output)
+        if name == CREATE_OR_UPDATE_FILES:
+            files_args = CreateOrUpdateFilesArgs.model_validate(arguments)
+            return await _create_or_update_files(sandbox, files_args)
+        if name == READ_FILES:
+            return await _read_files(sandbox, ReadFilesArgs.model_validate(arguments))
+    except ValidationError as error:
+        return _invalid(name, _validation_detail(error))
+    known = ", ".join(tool["function"]["name"] for tool in TOOL_DEFINITIONS)
+    return ToolOutcome(
+        ok=False,
+        content=f"Error: unknown tool {name!r}. Available tools: {known}.",
+        brief="unknown tool",
+    )

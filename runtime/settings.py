@@ -1,0 +1,164 @@
+"""Every setting of qai, read from the environment and an optional `.env`.
+
+One `Settings` object is the only way code reads configuration, so the README's
+table and this file can be checked against each other.
+"""
+
+from __future__ import annotations
+
+import sys
+from enum import StrEnum
+from functools import lru_cache
+from pathlib import Path
+
+from pydantic import Field, SecretStr, ValidationError, field_validator
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+
+class SandboxBackendName(StrEnum):
+    LOCAL = "local"
+    E2B = "e2b"
+
+
+class SandboxNetwork(StrEnum):
+    NONE = "none"
+    REGISTRY = "registry"
+    HOST = "host"
+
+
+class LogFormat(StrEnum):
+    CONSOLE = "console"
+    JSON = "json"
+
+
+class Settings(BaseSettings):
+    model_config = SettingsConfigDict(
+        env_file=".env", env_file_encoding="utf-8", extra="ignore", case_sensitive=False
+    )
+
+    # Storage
+    database_url: str | None = Field(
+        default=None,
+        description="PostgreSQL URL. Unset: an embedded PostgreSQL is started under QAI_DATA_DIR.",
+    )
+
+    # Temporal
+    temporal_address: str = Field(
+        default="localhost:7233", description="Temporal frontend host:port."
+    )
+    temporal_namespace: str = Field(default="default", description="Temporal namespace.")
+    qai_task_queue: str = Field(
+        default="qai-code-agent", description="Task queue the worker polls."
+    )
+    qai_temporal_ui_port: int = Field(
+        default=8233,
+        ge=1,
+        le=65535,
+        description="Web UI port of the dev server (`worker.py --dev`).",
+    )
+
+    # LLM
+    openai_api_key: SecretStr | None = Field(default=None, description="API key for the model.")
+    openai_base_url: str | None = Field(
+        default=None, description="OpenAI-compatible endpoint (vLLM, Ollama, LM Studio, ...)."
+    )
+    qai_model: str = Field(default="gpt-4.1", description="Model of the code agent.")
+    qai_title_model: str = Field(default="gpt-4.1-mini", description="Small model for titles.")
+    qai_llm_timeout: float = Field(default=120.0, gt=0, description="Seconds for one LLM call.")
+    qai_max_iterations: int = Field(
+        default=15, ge=1, le=200, description="Agent iterations before a run gives up."
+    )
+
+    # Sandboxes
+    qai_sandbox_backend: SandboxBackendName = Field(
+        default=SandboxBackendName.LOCAL, description="`local` (bubblewrap) or `e2b`."
+    )
+    e2b_api_key: SecretStr | None = Field(default=None, description="E2B API key (e2b backend).")
+    qai_e2b_template: str = Field(default="qai-nextjs-t4", description="E2B template name.")
+    qai_sandbox_network: SandboxNetwork = Field(
+        default=SandboxNetwork.REGISTRY,
+        description="Local sandbox network: `none`, `registry` (registries only) or `host`.",
+    )
+    qai_sandbox_timeout: int = Field(
+        default=1800, ge=10, description="Seconds a sandbox lives unless extended."
+    )
+    qai_sandbox_memory_mb: int = Field(default=3072, ge=256, description="Memory cap per sandbox.")
+    qai_sandbox_pids: int = Field(default=1024, ge=64, description="Process cap per sandbox.")
+    qai_sandbox_disk_mb: int = Field(default=2048, ge=64, description="Writable space per sandbox.")
+    qai_sandbox_pool_size: int = Field(
+        default=1,
+        ge=0,
+        le=8,
+        description=(
+            "Local sandboxes kept started and warm, so a new project's preview answers at once."
+        ),
+    )
+
+    # Local files and logs
+    qai_data_dir: Path = Field(
+        default=Path(".qai"),
+        description="Embedded PostgreSQL, dev server state, sandboxes, caches.",
+    )
+    qai_log_format: LogFormat = Field(default=LogFormat.CONSOLE, description="`console` or `json`.")
+    qai_log_level: str = Field(default="INFO", description="DEBUG, INFO, WARNING or ERROR.")
+
+    @field_validator("qai_log_level")
+    @classmethod
+    def _known_level(cls, value: str) -> str:
+        level = value.upper()
+        if level not in {"DEBUG", "INFO", "WARNING", "ERROR"}:
+            raise ValueError("must be one of DEBUG, INFO, WARNING, ERROR")
+        return level
+
+    @field_validator("temporal_address")
+    @classmethod
+    def _host_port(cls, value: str) -> str:
+        host, sep, port = value.rpartition(":")
+        if not sep or not host or not port.isdigit():
+            raise ValueError("must look like host:port")
+        return value
+
+    @field_validator("database_url")
+    @classmethod
+    def _postgres_url(cls, value: str | None) -> str | None:
+        if value is None or value == "":
+            return None
+        if not value.startswith(("postgresql://", "postgres://", "postgresql+asyncpg://")):
+            raise ValueError("must be a postgresql:// URL")
+        return value
+
+    @property
+    def data_dir(self) -> Path:
+        return self.qai_data_dir.expanduser().resolve()
+
+
+def _describe(error: ValidationError) -> str:
+    first = error.errors()[0]
+    name = str(first["loc"][0]).upper() if first.get("loc") else "settings"
+    value = first.get("input")
+    shown = f" (got {value!r})" if isinstance(value, str | int | float) else ""
+    return f"invalid setting {name}: {first['msg']}{shown}"
+
+
+class SettingsError(SystemExit):
+    """Raised instead of a traceback: one line naming the setting and the problem."""
+
+    def __init__(self, message: str) -> None:
+        super().__init__(f"qai: {message}")
+
+
+@lru_cache(maxsize=1)
+def get_settings() -> Settings:
+    try:
+        return Settings()
+    except ValidationError as error:
+        raise SettingsError(_describe(error)) from None
+
+
+def settings_or_exit() -> Settings:
+    """Entry points call this so a bad value ends the program with one line on stderr."""
+    try:
+        return get_settings()
+    except SettingsError as error:
+        print(error.code, file=sys.stderr)
+        raise SystemExit(2) from None

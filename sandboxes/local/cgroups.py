@@ -1,0 +1,103 @@
+"""Per-sandbox cgroups capping processes and memory (cgroup v1 or v2, whichever the host has).
+
+A fork bomb or memory hog then hurts only its own sandbox. Without writable cgroups the supervisor
+falls back to RLIMIT_NPROC (set in bwrap's child) and logs that memory is uncapped.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import signal
+import time
+from pathlib import Path
+
+ROOT = Path("/sys/fs/cgroup")
+PARENT = "qai"
+
+
+def _write(path: Path, value: str) -> None:
+    with open(path, "w") as fh:
+        fh.write(value)
+
+
+class SandboxCgroups:
+    def __init__(self, sandbox_id: str, root: Path = ROOT) -> None:
+        self.sandbox_id = sandbox_id
+        self.v2 = (root / "cgroup.controllers").exists()
+        if self.v2:
+            self.dirs = [root / PARENT / sandbox_id]
+        else:
+            self.dirs = [root / c / PARENT / sandbox_id for c in ("pids", "memory")]
+        self.root = root
+
+    def create(self, memory_bytes: int, pids: int) -> None:
+        """Raises OSError when cgroups cannot be used here."""
+        if self.v2:
+            parent = self.root / PARENT
+            _write(self.root / "cgroup.subtree_control", "+pids +memory")
+            parent.mkdir(exist_ok=True)
+            _write(parent / "cgroup.subtree_control", "+pids +memory")
+            group = self.dirs[0]
+            group.mkdir(exist_ok=True)
+            _write(group / "pids.max", str(pids))
+            _write(group / "memory.max", str(memory_bytes))
+            if (group / "memory.swap.max").exists():
+                _write(group / "memory.swap.max", "0")
+            return
+        pids_dir, mem_dir = self.dirs
+        for group in self.dirs:
+            group.mkdir(parents=True, exist_ok=True)
+        _write(pids_dir / "pids.max", str(pids))
+        _write(mem_dir / "memory.limit_in_bytes", str(memory_bytes))
+        memsw = mem_dir / "memory.memsw.limit_in_bytes"
+        if memsw.exists():
+            _write(memsw, str(memory_bytes))
+
+    def join(self) -> None:
+        """Move the calling process in (used in the child before it execs bwrap)."""
+        for group in self.dirs:
+            _write(group / "cgroup.procs", "0")
+
+    def pids(self) -> set[int]:
+        found: set[int] = set()
+        for group in self.dirs:
+            try:
+                found.update(int(p) for p in (group / "cgroup.procs").read_text().split())
+            except OSError:
+                continue
+        return found
+
+    def kill_all(self, deadline: float = 10.0) -> None:
+        end = time.monotonic() + deadline
+        while (victims := self.pids()) and time.monotonic() < end:
+            for pid in victims:
+                with contextlib.suppress(ProcessLookupError):
+                    os.kill(pid, signal.SIGKILL)
+            time.sleep(0.01)
+
+    def remove(self) -> None:
+        self.kill_all()
+        for group in self.dirs:
+            for _ in range(100):
+                try:
+                    group.rmdir()
+                    break
+                except FileNotFoundError:
+                    break
+                except OSError:
+                    time.sleep(0.02)
+
+
+def leftover_ids(root: Path = ROOT) -> set[str]:
+    """Sandbox ids that still have a cgroup (for the sweep after a crash)."""
+    bases = (
+        [root / PARENT]
+        if (root / "cgroup.controllers").exists()
+        else [root / c / PARENT for c in ("pids", "memory")]
+    )
+    ids: set[str] = set()
+    for base in bases:
+        if base.is_dir():
+            ids.update(p.name for p in base.iterdir() if p.is_dir())
+    return ids

@@ -1,0 +1,299 @@
+"""The per-sandbox supervisor: a detached root process that owns one sandbox from birth to reaping.
+
+Started by the backend in its own session (`python -m sandboxes.local.supervisor <dir>`), so it
+outlives worker restarts. It mounts the workspace (a size-capped tmpfs holding an overlay over the
+template), makes the cgroups, runs bubblewrap with envd inside, serves the preview ports and the
+registry proxy, and tears everything down when the sandbox is killed, expires, or envd dies.
+Standard library only (plus its siblings), so it starts fast.
+"""
+
+from __future__ import annotations
+
+import sys
+import types
+from pathlib import Path
+
+if __name__ == "__main__":  # started as a script: skip the package __init__s (they cost ~30 ms)
+    _here = Path(__file__).resolve().parent
+    for _name, _path in (("sandboxes", _here.parent), ("sandboxes.local", _here)):
+        _module = types.ModuleType(_name)
+        _module.__path__ = [str(_path)]
+        sys.modules.setdefault(_name, _module)
+
+import contextlib
+import json
+import os
+import resource
+import shutil
+import signal
+import socket
+import subprocess
+import time
+from typing import Any
+
+from sandboxes.local import mounts
+from sandboxes.local.cgroups import SandboxCgroups
+from sandboxes.local.layout import (
+    SANDBOX_GID,
+    SANDBOX_UID,
+    Layout,
+    cgroup_name,
+    process_start_time,
+    read_state,
+    update_state,
+)
+
+ENVD = Path(__file__).with_name("envd.py")
+IN_RUN = "/run/qai"
+PROXY_LISTEN = "127.0.0.1:3128"
+MIB = 1024 * 1024
+ENVD_COMMAND = ["/usr/bin/python3", "-I", "-S", f"{IN_RUN}/envd.py", f"{IN_RUN}/host/envd.json"]
+
+
+def log(message: str) -> None:
+    print(f"{time.strftime('%H:%M:%S')}.{int(time.time() * 1000) % 1000:03d} {message}", flush=True)
+
+
+def sandbox_env(state: dict[str, Any]) -> dict[str, str]:
+    """The whole environment commands see: nothing of the worker's."""
+    env = {
+        "HOME": "/home/user",
+        "USER": "user",
+        "LOGNAME": "user",
+        "SHELL": "/bin/bash",
+        "PATH": "/home/user/node_modules/.bin:/usr/local/bin:/usr/bin:/bin",
+        "LANG": "C.UTF-8",
+        "TERM": "xterm-256color",
+        "TMPDIR": "/tmp",
+        "NEXT_TELEMETRY_DISABLED": "1",
+        "npm_config_update_notifier": "false",
+        "npm_config_fund": "false",
+        "npm_config_audit": "false",
+    }
+    env.update(state.get("template_env") or {})
+    registry = state.get("npm_registry")
+    if registry:
+        env["npm_config_registry"] = registry
+    if state["network"] == "registry":
+        proxy = f"http://{PROXY_LISTEN}"
+        for name in ("HTTP_PROXY", "HTTPS_PROXY", "http_proxy", "https_proxy"):
+            env[name] = proxy
+        env["npm_config_proxy"] = env["npm_config_https_proxy"] = proxy
+        env["NO_PROXY"] = env["no_proxy"] = "localhost,127.0.0.1"
+    return env
+
+
+def system_binds() -> list[str]:
+    """Read-only system directories; the host's merged-/usr symlinks are reproduced as symlinks."""
+    args = ["--ro-bind", "/usr", "/usr", "--ro-bind", "/etc", "/etc"]
+    for name in ("bin", "sbin", "lib", "lib64", "lib32", "libx32"):
+        path = Path("/") / name
+        if path.is_symlink():
+            args += ["--symlink", os.readlink(path), str(path)]
+        elif path.is_dir():
+            args += ["--ro-bind", str(path), str(path)]
+    return args
+
+
+def bwrap_argv(layout: Layout, state: dict[str, Any]) -> list[str]:
+    tmp_size = str(state["disk_mb"] * MIB)
+    argv = [
+        "bwrap",
+        "--die-with-parent",
+        "--new-session",
+        "--unshare-pid",
+        "--unshare-ipc",
+        "--unshare-uts",
+        "--hostname",
+        "sandbox",
+        "--clearenv",
+        "--setenv",
+        "PATH",
+        "/usr/bin:/bin",
+        "--setenv",
+        "HOME",
+        "/home/user",
+        "--setenv",
+        "LANG",
+        "C.UTF-8",
+    ]
+    if state["network"] != "host":
+        argv.append("--unshare-net")
+    argv += system_binds()
+    argv += [
+        "--ro-bind", str(layout.host_dir / "passwd"), "/etc/passwd",
+        "--ro-bind", str(layout.host_dir / "group"), "/etc/group",
+        "--proc", "/proc",
+        "--dev", "/dev",
+        "--perms", "1777", "--size", tmp_size, "--tmpfs", "/dev/shm",
+        "--perms", "1777", "--size", tmp_size, "--tmpfs", "/tmp",
+        "--dir", "/var",
+        "--perms", "1777", "--size", tmp_size, "--tmpfs", "/var/tmp",
+        "--perms", "0755", "--dir", "/home",
+        "--bind", str(layout.merged), "/home/user",
+        "--perms", "0755", "--dir", "/run",
+        "--perms", "0755", "--dir", IN_RUN,
+        "--ro-bind", str(layout.host_dir), f"{IN_RUN}/host",
+        "--ro-bind", str(ENVD), f"{IN_RUN}/envd.py",
+        "--chdir", "/home/user",
+        "--cap-add", "CAP_SETUID",
+        "--cap-add", "CAP_SETGID",
+        *ENVD_COMMAND,
+    ]  # fmt: skip
+    return argv
+
+
+class Supervisor:
+    def __init__(self, layout: Layout) -> None:
+        self.layout = layout
+        self.state = read_state(layout.state)
+        self.cgroups = SandboxCgroups(cgroup_name(layout))
+        self.cgroups_ok = False
+        self.bwrap: subprocess.Popen[bytes] | None = None
+        # envd's listening socket and readiness pipe, inherited through bwrap.
+        with contextlib.suppress(FileNotFoundError):
+            layout.envd_sock.unlink()
+        self.listener = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+        self.listener.bind(str(layout.envd_sock))
+        os.chmod(layout.envd_sock, 0o600)
+        self.listener.listen(128)
+        self.ready_r, self.ready_w = os.pipe()
+
+    # ------------------------------------------------------------ setup
+
+    def mount_workspace(self) -> None:
+        layout, state = self.layout, self.state
+        template = Path(state["template_dir"])
+        if any(c in str(template) for c in ",:\n"):
+            raise SystemExit(f"template path {template} cannot be used as an overlay layer")
+        layout.disk.mkdir(exist_ok=True)
+        layout.merged.mkdir(exist_ok=True)
+        size = state["disk_mb"] * MIB
+        mounts.mount(
+            "tmpfs", layout.disk, "tmpfs", f"size={size},mode=0755",
+            mounts.MS_NOSUID | mounts.MS_NODEV,
+        )  # fmt: skip
+        upper, work = layout.disk / "upper", layout.disk / "work"
+        upper.mkdir()
+        work.mkdir()
+        os.chown(upper, SANDBOX_UID, SANDBOX_GID)
+        options = f"lowerdir={template},upperdir={upper},workdir={work}"
+        mounts.mount(
+            "overlay", layout.merged, "overlay", options, mounts.MS_NOSUID | mounts.MS_NODEV
+        )
+
+    def write_host_files(self) -> None:
+        layout = self.layout
+        layout.host_dir.mkdir(mode=0o755, exist_ok=True)
+        (layout.host_dir / "passwd").write_text(
+            "root:x:0:0:root:/root:/usr/sbin/nologin\n"
+            "user:x:1000:1000:user:/home/user:/bin/bash\n"
+            "nobody:x:65534:65534:nobody:/nonexistent:/usr/sbin/nologin\n"
+        )
+        (layout.host_dir / "group").write_text("root:x:0:\nuser:x:1000:\nnogroup:x:65534:\n")
+        config = {
+            "listen_fd": self.listener.fileno(),
+            "ready_fd": self.ready_w,
+            "env": sandbox_env(self.state),
+            "start_cmd": self.state.get("start_cmd"),
+        }
+        if self.state["network"] == "registry":
+            config["proxy_socket"] = f"{IN_RUN}/host/proxy.sock"
+            config["proxy_listen"] = PROXY_LISTEN
+        (layout.host_dir / "envd.json").write_text(json.dumps(config))
+
+    def make_cgroups(self) -> None:
+        try:
+            self.cgroups.create(self.state["memory_mb"] * MIB, self.state["pids"])
+            self.cgroups_ok = True
+        except OSError as error:
+            log(f"cgroups unavailable ({error}); falling back to RLIMIT_NPROC, memory uncapped")
+
+    def _in_child(self) -> None:
+        if self.cgroups_ok:
+            self.cgroups.join()
+        else:
+            limit = self.state["pids"]
+            resource.setrlimit(resource.RLIMIT_NPROC, (limit, limit))
+
+    def spawn(self) -> None:
+        # Arguments through a pipe (`--args`), so /proc/1/cmdline inside shows no host paths.
+        args_r, args_w = os.pipe()
+        argv = bwrap_argv(self.layout, self.state)
+        split = argv.index(ENVD_COMMAND[0])  # bwrap reads options only from --args
+        os.write(args_w, b"".join(a.encode() + b"\0" for a in argv[1:split]))
+        os.close(args_w)
+        self.bwrap = subprocess.Popen(
+            ["bwrap", "--args", str(args_r), *argv[split:]],
+            pass_fds=(args_r, self.listener.fileno(), self.ready_w),
+            stdin=subprocess.DEVNULL,
+            preexec_fn=self._in_child,
+            close_fds=True,
+        )
+        os.close(args_r)
+        os.close(self.ready_w)
+        self.listener.close()  # envd holds it now: if the sandbox dies, connecting fails at once
+        log(f"bwrap started, pid {self.bwrap.pid}")
+
+    def prepare(self) -> None:
+        """Everything up to a running envd, before asyncio is even imported (start-up time)."""
+        log("supervisor up")
+        pid = os.getpid()
+        update_state(
+            self.layout.state,
+            lambda s: s.update(supervisor={"pid": pid, "start_time": process_start_time(pid)}),
+        )
+        self.write_host_files()
+        self.mount_workspace()
+        self.make_cgroups()
+        self.spawn()
+
+
+def failed_log(layout: Layout) -> Path:
+    return layout.root.with_name(f"{layout.sandbox_id}.failed.log")
+
+
+def teardown(layout: Layout, bwrap_pid: int | None = None) -> None:
+    """Remove processes, cgroups, mounts and files of one sandbox; safe to repeat after a crash."""
+    if bwrap_pid:
+        with contextlib.suppress(ProcessLookupError):
+            os.kill(bwrap_pid, signal.SIGKILL)
+        with contextlib.suppress(ChildProcessError):
+            os.waitpid(bwrap_pid, 0)
+    SandboxCgroups(cgroup_name(layout)).remove()
+    for point in mounts.mounts_under(layout.root):
+        mounts.umount(point)
+    if mounts.mounts_under(layout.root):
+        log(f"mounts remain under {layout.root}; leaving its files")
+        return
+    shutil.rmtree(layout.root, ignore_errors=True)
+
+
+def main() -> None:
+    layout = Layout(Path(sys.argv[1]))
+    if os.fork() > 0:  # daemonize: the backend reaps the parent at once, init adopts us
+        os._exit(0)
+    signal.signal(signal.SIGPIPE, signal.SIG_IGN)
+    supervisor = Supervisor(layout)
+    reason = "set-up failed"
+    try:
+        supervisor.prepare()
+        from sandboxes.local.host_servers import HostServers
+
+        assert supervisor.bwrap is not None
+        servers = HostServers(layout, supervisor.state, supervisor.bwrap.pid, supervisor.ready_r)
+        reason = servers.run()
+    except BaseException as error:
+        log(f"supervisor failed: {error!r}")
+        raise
+    finally:
+        log(f"tearing down: {reason}")
+        if not layout.ready.exists():
+            # A sandbox that never started: keep its log where the backend can quote it.
+            with contextlib.suppress(OSError):
+                shutil.copyfile(layout.log, failed_log(layout))
+        teardown(layout, supervisor.bwrap.pid if supervisor.bwrap else None)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,408 @@
+"""Build the sandbox template (the Next.js app under `sandbox-templates/`) for the local backend.
+
+The result is a ready directory `<QAI_DATA_DIR>/templates/<name>-<hash>/` with `node_modules`
+installed, which local sandboxes use as the read-only lower layer of their overlay. The hash covers
+every input (sources, package.json, package-lock.json, the Node version and this recipe), so a
+build is reused until one of them changes. The `.qai-template-ready` marker is written last: a
+directory without it is an unfinished build and is never handed out.
+
+    python -m sandboxes.template build     # builds if needed, prints the path
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import fcntl
+import hashlib
+import json
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import time
+import urllib.error
+import urllib.request
+from collections.abc import Iterator
+from pathlib import Path
+
+from pydantic import BaseModel, ConfigDict
+
+from runtime.logs import get_logger
+from runtime.settings import Settings
+
+log = get_logger(__name__)
+
+TEMPLATES_SOURCE = Path(__file__).resolve().parent.parent / "sandbox-templates"
+READY_MARKER = ".qai-template-ready"
+SANDBOX_UID = 1000
+SANDBOX_GID = 1000
+
+# Bump when the build steps below change in a way that changes the result.
+RECIPE_VERSION = "2"
+# Never part of a build's inputs or of the built app.
+IGNORED_NAMES = frozenset({"node_modules", ".next", "tsconfig.tsbuildinfo"})
+# Inputs of the build that the app itself does not need (E2B files and the manifest).
+NOT_COPIED = frozenset(
+    {"e2b.toml", "e2b.Dockerfile", "compile_page.sh", "template.json", ".dockerignore"}
+)
+
+NPM_CI_TIMEOUT = 900.0
+WARMUP_TIMEOUT = 300.0
+OUTPUT_TAIL_LINES = 30
+OUTPUT_HEAD_LINES = 10
+
+
+class TemplateManifest(BaseModel):
+    """template.json: what the template holds, for the system prompt and the backends."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    name: str
+    description: str = ""
+    workdir: str
+    port: int
+    start_cmd: str
+    ready_path: str = "/"
+    env: dict[str, str] = {}
+    components: list[str]
+    preinstalled: list[str]
+    paths: dict[str, str]
+    notes: list[str] = []
+
+
+class TemplateError(Exception):
+    """The template is missing or its build failed; the message says which step and why."""
+
+
+def template_source(name: str = "nextjs") -> Path:
+    source = TEMPLATES_SOURCE / name
+    if not (source / "template.json").is_file():
+        raise TemplateError(f"unknown sandbox template {name!r}: no {source / 'template.json'}")
+    return source
+
+
+def load_manifest(name: str = "nextjs") -> TemplateManifest:
+    path = template_source(name) / "template.json"
+    try:
+        return TemplateManifest.model_validate_json(path.read_text(encoding="utf-8"))
+    except ValueError as error:
+        raise TemplateError(f"invalid {path}: {error}") from error
+
+
+def _input_files(source: Path) -> list[Path]:
+    """Every file of the template source, relative, sorted; build outputs excluded."""
+    files: list[Path] = []
+    for root, dirs, names in os.walk(source):
+        dirs[:] = sorted(d for d in dirs if d not in IGNORED_NAMES)
+        for file_name in names:
+            if file_name not in IGNORED_NAMES:
+                files.append((Path(root) / file_name).relative_to(source))
+    return sorted(files)
+
+
+def _node_version() -> str:
+    try:
+        done = subprocess.run(
+            ["node", "--version"], capture_output=True, text=True, timeout=30, check=True
+        )
+    except (OSError, subprocess.SubprocessError) as error:
+        raise TemplateError(f"Node.js is needed to build the sandbox template: {error}") from error
+    return done.stdout.strip()
+
+
+def template_hash(name: str = "nextjs", *, node_version: str | None = None) -> str:
+    """Hash of everything the build depends on; a new value means a new build directory."""
+    source = template_source(name)
+    digest = hashlib.sha256()
+    digest.update(f"recipe={RECIPE_VERSION}\nnode={node_version or _node_version()}\n".encode())
+    for relative in _input_files(source):
+        path = source / relative
+        digest.update(f"{relative.as_posix()}\0{os.access(path, os.X_OK)}\0".encode())
+        digest.update(hashlib.sha256(path.read_bytes()).digest())
+    return digest.hexdigest()[:16]
+
+
+def template_dir(settings: Settings, name: str = "nextjs", *, digest: str | None = None) -> Path:
+    return settings.data_dir / "templates" / f"{name}-{digest or template_hash(name)}"
+
+
+def is_ready(path: Path) -> bool:
+    return (path / READY_MARKER).is_file()
+
+
+def ensure_template(settings: Settings, name: str = "nextjs") -> Path:
+    """Return the ready build of template `name`, building it first if its inputs changed.
+
+    Safe to call from several processes at once: one builds, the others wait on a file lock and
+    then find the ready marker. Blocking; async callers use `asyncio.to_thread`.
+    """
+    node_version = _node_version()
+    digest = template_hash(name, node_version=node_version)
+    target = template_dir(settings, name, digest=digest)
+    if is_ready(target):
+        return target
+    target.parent.mkdir(parents=True, exist_ok=True)
+    with _locked(target.parent / f".{name}.lock"):
+        if is_ready(target):  # built by another process while we waited
+            return target
+        _build(name, target, digest=digest, node_version=node_version)
+    return target
+
+
+@contextlib.contextmanager
+def _locked(path: Path) -> Iterator[None]:
+    with path.open("a+") as handle:
+        fcntl.flock(handle.fileno(), fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(handle.fileno(), fcntl.LOCK_UN)
+
+
+def _build(name: str, target: Path, *, digest: str, node_version: str) -> None:
+    manifest = load_manifest(name)
+    source = template_source(name)
+    staging = target.with_name(f".{target.name}.building")
+    started = time.monotonic()
+    log.info("template.build.start", template=name, hash=digest, path=str(target))
+    # Leftovers of a build that crashed; we hold the lock, so nobody else is writing them.
+    shutil.rmtree(staging, ignore_errors=True)
+    shutil.rmtree(target, ignore_errors=True)
+    try:
+        staging.mkdir(parents=True)
+        for relative in _input_files(source):
+            if relative.parts[0] in NOT_COPIED:
+                continue
+            destination = staging / relative
+            destination.parent.mkdir(parents=True, exist_ok=True)
+            shutil.copy2(source / relative, destination)
+
+        env = _build_env(manifest)
+        npm_started = time.monotonic()
+        _run_step(
+            "npm ci",
+            ["npm", "ci", "--no-audit", "--no-fund"],
+            cwd=staging,
+            env=env,
+            timeout=NPM_CI_TIMEOUT,
+        )
+        npm_seconds = time.monotonic() - npm_started
+
+        warm_started = time.monotonic()
+        _warm_up(staging, manifest, env)
+        warm_seconds = time.monotonic() - warm_started
+
+        _prune_next_dir(staging / ".next")
+        (staging / "tsconfig.tsbuildinfo").unlink(missing_ok=True)
+        _chown_tree(staging)
+        staging.rename(target)
+        marker = {
+            "template": name,
+            "hash": digest,
+            "node": node_version,
+            "built_at": time.time(),
+            "npm_ci_seconds": round(npm_seconds, 2),
+            "warmup_seconds": round(warm_seconds, 2),
+            "total_seconds": round(time.monotonic() - started, 2),
+        }
+        (target / READY_MARKER).write_text(json.dumps(marker, indent=2) + "\n", encoding="utf-8")
+        _chown(target / READY_MARKER)
+    except BaseException:
+        shutil.rmtree(staging, ignore_errors=True)
+        raise
+    log.info("template.build.done", **marker)
+
+
+def _build_env(manifest: TemplateManifest) -> dict[str, str]:
+    env = dict(os.environ)
+    env.update(manifest.env)
+    env.update(
+        {
+            "NEXT_TELEMETRY_DISABLED": "1",
+            "npm_config_update_notifier": "false",
+            "npm_config_fund": "false",
+            "npm_config_audit": "false",
+        }
+    )
+    return env
+
+
+def _tail(text: str, lines: int = OUTPUT_TAIL_LINES) -> str:
+    """The end of a tool's output, plus its start when long: npm puts the cause of a usage
+    error first and a page of help after it."""
+    all_lines = text.rstrip().splitlines()
+    if len(all_lines) <= lines + OUTPUT_HEAD_LINES:
+        return "\n".join(all_lines)
+    skipped = len(all_lines) - lines - OUTPUT_HEAD_LINES
+    return "\n".join(
+        [*all_lines[:OUTPUT_HEAD_LINES], f"[... {skipped} lines ...]", *all_lines[-lines:]]
+    )
+
+
+def _run_step(
+    step: str, argv: list[str], *, cwd: Path, env: dict[str, str], timeout: float
+) -> None:
+    try:
+        done = subprocess.run(
+            argv,
+            cwd=cwd,
+            env=env,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.STDOUT,
+            text=True,
+            timeout=timeout,
+            start_new_session=True,
+        )
+    except FileNotFoundError as error:
+        raise TemplateError(f"template build: {step} needs {argv[0]!r} on PATH") from error
+    except subprocess.TimeoutExpired as error:
+        output = error.output.decode() if isinstance(error.output, bytes) else error.output or ""
+        raise TemplateError(
+            f"template build: {step} took longer than {timeout:.0f} s; last output:\n"
+            f"{_tail(output)}"
+        ) from error
+    if done.returncode != 0:
+        raise TemplateError(
+            f"template build: {step} failed with exit code {done.returncode}; its output:\n"
+            f"{_tail(done.stdout)}"
+        )
+
+
+def _free_port() -> int:
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as probe:
+        probe.bind(("127.0.0.1", 0))
+        return int(probe.getsockname()[1])
+
+
+def _warm_up(app: Path, manifest: TemplateManifest, env: dict[str, str]) -> None:
+    """Start the dev server once and request the first page until it compiles (compile_page.sh).
+
+    This proves the template compiles under Next.js + Tailwind and lets Next write its first-run
+    files (next-env.d.ts, tsconfig tweaks). It binds a free loopback port, not the template's port,
+    so a build never collides with a running dev server.
+    """
+    port = _free_port()
+    next_bin = app / "node_modules" / ".bin" / "next"
+    log_path = app / ".next-warmup.log"
+    url = f"http://127.0.0.1:{port}{manifest.ready_path}"
+    with log_path.open("w+", encoding="utf-8") as output:
+        server = subprocess.Popen(
+            [str(next_bin), "dev", "--turbopack", "--port", str(port), "--hostname", "127.0.0.1"],
+            cwd=app,
+            env=env,
+            stdout=output,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+        )
+        try:
+            failure = _wait_for_page(url, server, WARMUP_TIMEOUT)
+        finally:
+            _stop(server)
+        if failure is not None:
+            output.seek(0)
+            raise TemplateError(
+                f"template build: dev server warm-up failed: {failure}; last output:\n"
+                f"{_tail(output.read())}"
+            )
+    log_path.unlink()
+
+
+def _wait_for_page(url: str, server: subprocess.Popen[bytes], timeout: float) -> str | None:
+    """None once `url` answers 200; otherwise why it never did."""
+    deadline = time.monotonic() + timeout
+    last = "no answer"
+    while time.monotonic() < deadline:
+        if server.poll() is not None:
+            return f"the dev server exited with code {server.returncode}"
+        try:
+            with urllib.request.urlopen(url, timeout=max(1.0, deadline - time.monotonic())) as r:
+                if r.status == 200:
+                    return None
+                last = f"HTTP {r.status}"
+        except urllib.error.HTTPError as error:
+            # A compile error answers 500 at once; retrying will not fix the sources.
+            return f"{url} answered HTTP {error.code}"
+        except (OSError, TimeoutError) as error:
+            last = str(error)
+        time.sleep(0.1)
+    return f"{url} did not answer 200 within {timeout:.0f} s ({last})"
+
+
+def _stop(server: subprocess.Popen[bytes]) -> None:
+    """Stop the dev server and its workers (they share its session)."""
+    for sig, wait in ((signal.SIGTERM, 10.0), (signal.SIGKILL, 10.0)):
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(server.pid, sig)
+        try:
+            server.wait(timeout=wait)
+            break
+        except subprocess.TimeoutExpired:
+            continue
+    # Workers may outlive the leader for a moment; the group must be empty before we move the dir.
+    with contextlib.suppress(ProcessLookupError):
+        os.killpg(server.pid, signal.SIGKILL)
+
+
+def _prune_next_dir(next_dir: Path) -> None:
+    """Keep only `.next/types` (route types next-env.d.ts refers to, so `tsc` passes at once).
+
+    Next 15's Turbopack keeps no persistent dev cache (that is canary-only), so the rest of what
+    the warm-up leaves is not reused; it only holds source maps naming this host path.
+    """
+    if not next_dir.is_dir():
+        return
+    for child in next_dir.iterdir():
+        if child.name == "types":
+            continue
+        if child.is_dir() and not child.is_symlink():
+            shutil.rmtree(child)
+        else:
+            child.unlink()
+
+
+def _chown(path: Path) -> None:
+    if os.geteuid() == 0:
+        os.lchown(path, SANDBOX_UID, SANDBOX_GID)
+
+
+def _chown_tree(root: Path) -> None:
+    """Make the build the sandbox user's, so it may write in its workspace (root only)."""
+    if os.geteuid() != 0:
+        log.debug("template.chown.skipped", reason="not root; files keep the builder's uid")
+        return
+    _chown(root)
+    for parent, dirs, files in os.walk(root):
+        for entry in (*dirs, *files):
+            os.lchown(os.path.join(parent, entry), SANDBOX_UID, SANDBOX_GID)
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m sandboxes.template", description=__doc__)
+    commands = parser.add_subparsers(dest="command", required=True)
+    build = commands.add_parser("build", help="build the template if needed and print its path")
+    build.add_argument("--name", default="nextjs")
+    show = commands.add_parser("manifest", help="print the template's manifest as JSON")
+    show.add_argument("--name", default="nextjs")
+    args = parser.parse_args(argv)
+
+    from runtime.logs import configure_logging
+    from runtime.settings import settings_or_exit
+
+    settings = settings_or_exit()
+    configure_logging(settings.qai_log_format, settings.qai_log_level)
+    try:
+        if args.command == "build":
+            print(ensure_template(settings, args.name))
+        else:
+            print(load_manifest(args.name).model_dump_json(indent=2))
+    except TemplateError as error:
+        print(f"qai: {error}", file=sys.stderr)
+        return 1
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

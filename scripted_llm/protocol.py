@@ -1,0 +1,179 @@
+"""OpenAI Chat Completions bodies: completions, stream chunks, errors, model lists.
+
+Kept apart from the server so the wire format is in one place and easy to check
+against the `openai` client's types.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from collections.abc import Iterator
+from typing import Any
+
+from scripted_llm.script import Fault, ToolCall
+
+JSON = dict[str, Any]
+
+
+def first_user_text(messages: list[Any]) -> str:
+    """Text of the first user message (string content or text parts)."""
+    for message in messages:
+        if isinstance(message, dict) and message.get("role") == "user":
+            return content_text(message.get("content"))
+    return ""
+
+
+def content_text(content: Any) -> str:
+    if isinstance(content, str):
+        return content
+    if isinstance(content, list):
+        return "".join(
+            part.get("text", "")
+            for part in content
+            if isinstance(part, dict) and isinstance(part.get("text"), str)
+        )
+    return ""
+
+
+def count_assistant_messages(messages: list[Any]) -> int:
+    return sum(1 for m in messages if isinstance(m, dict) and m.get("role") == "assistant")
+
+
+def malformed(arguments: str) -> str:
+    """Arguments text that is certainly not valid JSON."""
+    if arguments.endswith("}"):
+        return arguments[:-1]
+    return arguments + "}}"
+
+
+def estimate_tokens(text: str) -> int:
+    """A stable stand-in for a tokenizer: about four characters per token."""
+    return max(1, len(text) // 4)
+
+
+def tool_calls_body(calls: list[ToolCall], ids: list[str], malformed_args: bool) -> list[JSON]:
+    body = []
+    for call, call_id in zip(calls, ids, strict=True):
+        arguments = call.arguments_text()
+        body.append(
+            {
+                "id": call_id,
+                "type": "function",
+                "function": {
+                    "name": call.name,
+                    "arguments": malformed(arguments) if malformed_args else arguments,
+                },
+            }
+        )
+    return body
+
+
+def usage_body(prompt_tokens: int, completion_tokens: int) -> JSON:
+    return {
+        "prompt_tokens": prompt_tokens,
+        "completion_tokens": completion_tokens,
+        "total_tokens": prompt_tokens + completion_tokens,
+    }
+
+
+def completion_body(
+    *,
+    completion_id: str,
+    model: str,
+    content: str | None,
+    tool_calls: list[JSON],
+    finish_reason: str,
+    usage: JSON,
+) -> JSON:
+    message: JSON = {"role": "assistant", "content": content, "refusal": None}
+    if tool_calls:
+        message["tool_calls"] = tool_calls
+    return {
+        "id": completion_id,
+        "object": "chat.completion",
+        "created": int(time.time()),
+        "model": model,
+        "system_fingerprint": "scripted",
+        "choices": [
+            {"index": 0, "message": message, "finish_reason": finish_reason, "logprobs": None}
+        ],
+        "usage": usage,
+    }
+
+
+def _pieces(text: str, size: int = 24) -> Iterator[str]:
+    for start in range(0, len(text), size):
+        yield text[start : start + size]
+
+
+def stream_chunks(completion: JSON, include_usage: bool) -> Iterator[JSON]:
+    """The chunks a streaming server sends for `completion`, in order."""
+    choice = completion["choices"][0]
+    message = choice["message"]
+
+    def chunk(delta: JSON, finish_reason: str | None = None) -> JSON:
+        body: JSON = {
+            "id": completion["id"],
+            "object": "chat.completion.chunk",
+            "created": completion["created"],
+            "model": completion["model"],
+            "system_fingerprint": "scripted",
+            "choices": [
+                {"index": 0, "delta": delta, "finish_reason": finish_reason, "logprobs": None}
+            ],
+        }
+        if include_usage:
+            body["usage"] = None
+        return body
+
+    yield chunk({"role": "assistant", "content": "", "refusal": None})
+    for piece in _pieces(message.get("content") or ""):
+        yield chunk({"content": piece})
+    for index, call in enumerate(message.get("tool_calls", [])):
+        head = {"name": call["function"]["name"], "arguments": ""}
+        yield chunk(
+            {
+                "tool_calls": [
+                    {"index": index, "id": call["id"], "type": "function", "function": head}
+                ]
+            }
+        )
+        for piece in _pieces(call["function"]["arguments"], 64):
+            yield chunk({"tool_calls": [{"index": index, "function": {"arguments": piece}}]})
+    yield chunk({}, choice["finish_reason"])
+    if include_usage:
+        last = chunk({})
+        last["choices"] = []
+        last["usage"] = completion["usage"]
+        yield last
+
+
+def sse(data: JSON | str) -> bytes:
+    text = data if isinstance(data, str) else json.dumps(data, ensure_ascii=False)
+    return f"data: {text}\n\n".encode()
+
+
+def error_body(message: str, error_type: str, code: str | None, param: str | None = None) -> JSON:
+    return {"error": {"message": message, "type": error_type, "param": param, "code": code}}
+
+
+def fault_headers(fault: Fault) -> dict[str, str]:
+    headers = {}
+    if fault.retry_after is not None:
+        value = fault.retry_after
+        headers["Retry-After"] = value if isinstance(value, str) else f"{value:g}"
+    if fault.retry_after_ms is not None:
+        headers["retry-after-ms"] = str(fault.retry_after_ms)
+    return headers
+
+
+def models_body(models: list[str]) -> JSON:
+    return {
+        "object": "list",
+        "data": [model_body(m) for m in models],
+    }
+
+
+def model_body(model: str) -> JSON:
+    return {"id": model, "object": "model", "created": 0, "owned_by": "scripted"}

@@ -1,0 +1,383 @@
+"""The qai command line: start projects, send follow-ups, and look at the results.
+
+    python starter.py new "A todo app with filters"
+    python starter.py send PROJECT_ID "Add a dark mode toggle"
+    python starter.py show PROJECT_ID
+    python starter.py list
+
+`new` and `send` wait for the reply and show live progress; `--no-wait` returns at once with the
+ids, `--json` prints one JSON object. The exit status is 0 for a RESULT and 1 for an ERROR.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import re
+import sys
+import time
+import uuid
+from collections.abc import Sequence
+from contextlib import AsyncExitStack
+from typing import Any
+
+from temporalio.client import (
+    Client,
+    WithStartWorkflowOperation,
+    WorkflowUpdateFailedError,
+    WorkflowUpdateStage,
+)
+from temporalio.common import WorkflowIDConflictPolicy
+from temporalio.service import RPCError
+
+from runtime.settings import Settings, settings_or_exit
+from runtime.temporal import TemporalConnectionError, connect_temporal
+from storage import queries
+from storage.db import Database
+from storage.errors import ProjectNotFoundError, StorageError
+from storage.models import Message, MessageRole
+from workflows.code_agent import CodeAgentWorkflow, RunProgress
+from workflows.project import (
+    MessageOutcome,
+    ProjectInput,
+    ProjectWorkflow,
+    SubmitMessage,
+    agent_run_workflow_id,
+    project_search_attributes,
+    project_workflow_id,
+)
+
+MAX_PROMPT_CHARS = 10_000
+EXIT_ERROR_REPLY = 1
+EXIT_USAGE = 2
+
+
+class UserError(Exception):
+    """A mistake in what the user typed: reported in one line, nothing written."""
+
+
+def check_prompt(prompt: str) -> str:
+    text = prompt.strip()
+    if not text:
+        raise UserError("the prompt is empty; describe the app you want")
+    if len(text) > MAX_PROMPT_CHARS:
+        raise UserError(
+            f"the prompt is {len(text):,} characters long; the limit is {MAX_PROMPT_CHARS:,}"
+        )
+    return text
+
+
+def check_project_id(value: str) -> uuid.UUID:
+    try:
+        return uuid.UUID(value)
+    except ValueError:
+        raise UserError(f"{value!r} is not a project id (ids look like {uuid.uuid4()})") from None
+
+
+def project_name(prompt: str) -> str:
+    words = re.findall(r"[a-z0-9]+", prompt.lower())[:4]
+    return "-".join(words) or "project"
+
+
+def ui_link(settings: Settings, workflow_id: str) -> str:
+    return (
+        f"http://localhost:{settings.qai_temporal_ui_port}/namespaces/"
+        f"{settings.temporal_namespace}/workflows/{workflow_id}"
+    )
+
+
+class Progress:
+    """One status line, rewritten in place on a terminal and printed on change elsewhere."""
+
+    def __init__(self, enabled: bool) -> None:
+        self._enabled = enabled
+        self._last = ""
+        self._started = time.monotonic()
+
+    def show(self, progress: RunProgress | None) -> None:
+        if not self._enabled:
+            return
+        elapsed = time.monotonic() - self._started
+        if progress is None or progress.iteration == 0:
+            text = f"waiting for the agent ({progress.phase if progress else 'queued'})"
+        else:
+            text = f"iteration {progress.iteration} of {progress.max_iterations}"
+            text += f" · running {progress.current_tool}" if progress.current_tool else ""
+            text += f" · {progress.phase}" if not progress.current_tool else ""
+        line = f"{text} · {elapsed:.0f}s"
+        if sys.stderr.isatty():
+            sys.stderr.write("\r\033[K" + line)
+            sys.stderr.flush()
+        elif text != self._last:
+            print(line, file=sys.stderr, flush=True)
+        self._last = text
+
+    def done(self) -> None:
+        if self._enabled and sys.stderr.isatty():
+            sys.stderr.write("\r\033[K")
+            sys.stderr.flush()
+
+
+async def _watch(client: Client, message_id: uuid.UUID, progress: Progress) -> None:
+    handle = client.get_workflow_handle(agent_run_workflow_id(message_id))
+    while True:
+        try:
+            state = await handle.query(CodeAgentWorkflow.progress)
+        except RPCError:
+            state = None  # not started yet: the message is queued behind another one
+        progress.show(state)
+        await asyncio.sleep(0.5)
+
+
+async def submit(
+    client: Client,
+    settings: Settings,
+    project_id: uuid.UUID,
+    message_id: uuid.UUID,
+    *,
+    wait: bool,
+    show_progress: bool,
+) -> MessageOutcome | None:
+    """Hand the message to the project's entity workflow, starting it if needed."""
+    start = WithStartWorkflowOperation(
+        ProjectWorkflow.run,
+        ProjectInput(project_id=project_id, idle_timeout_seconds=settings.qai_sandbox_timeout),
+        id=project_workflow_id(project_id),
+        task_queue=settings.qai_task_queue,
+        id_conflict_policy=WorkflowIDConflictPolicy.USE_EXISTING,
+        search_attributes=project_search_attributes(project_id),
+        static_summary=f"project {project_id}",
+    )
+    update = await client.start_update_with_start_workflow(
+        ProjectWorkflow.submit,
+        SubmitMessage(message_id=message_id),
+        start_workflow_operation=start,
+        wait_for_stage=WorkflowUpdateStage.ACCEPTED,
+        id=f"submit-{message_id}",
+    )
+    if not wait:
+        return None
+    progress = Progress(show_progress)
+    watcher = asyncio.create_task(_watch(client, message_id, progress))
+    try:
+        return await update.result()
+    finally:
+        watcher.cancel()
+        progress.done()
+
+
+def _fragment_json(message: Message | None) -> dict[str, Any] | None:
+    if message is None or message.fragment is None:
+        return None
+    return {
+        "sandbox_url": message.fragment.sandbox_url,
+        "title": message.fragment.title,
+        "files": message.fragment.files,
+    }
+
+
+async def _reply(db: Database, outcome: MessageOutcome) -> Message | None:
+    async with db.session() as session:
+        return await queries.get_reply(session, outcome.message_id)
+
+
+def _print_outcome(
+    settings: Settings, project_id: uuid.UUID, outcome: MessageOutcome, reply: Message | None
+) -> None:
+    if outcome.status.value == "RESULT":
+        print(f"✔ {outcome.title or 'Done'}")
+        print(f"\n{outcome.content}\n")
+        if reply is not None and reply.fragment is not None:
+            print(f"Preview:  {reply.fragment.sandbox_url}")
+            print(f"Files:    {', '.join(sorted(reply.fragment.files)) or '(none)'}")
+    else:
+        print(f"✘ {outcome.content}")
+    print(f"Project:  {project_id}")
+    print(f"Run:      {ui_link(settings, outcome.workflow_id)}")
+
+
+async def _create_or_send(args: argparse.Namespace, settings: Settings, db: Database) -> int:
+    prompt = check_prompt(args.prompt)
+    project_id = check_project_id(args.project_id) if args.command == "send" else None
+    if project_id is not None:
+        async with db.session() as session:
+            if await queries.get_project(session, project_id) is None:
+                raise ProjectNotFoundError(project_id)
+    # Reach Temporal before writing anything, so a message is never stored without a run.
+    client = await connect_temporal(settings.temporal_address, settings.temporal_namespace)
+    async with db.session() as session:
+        if project_id is None:
+            project, message = await queries.create_project(session, project_name(prompt), prompt)
+            project_id = project.id
+        else:
+            message = await queries.add_user_message(session, project_id, prompt)
+        await session.commit()
+    outcome = await submit(
+        client,
+        settings,
+        project_id,
+        message.id,
+        wait=not args.no_wait,
+        show_progress=not args.json,
+    )
+    if outcome is None:
+        ids = {
+            "project_id": str(project_id),
+            "message_id": str(message.id),
+            "workflow_id": agent_run_workflow_id(message.id),
+        }
+        print(json.dumps(ids) if args.json else "\n".join(f"{k}: {v}" for k, v in ids.items()))
+        return 0
+    reply = await _reply(db, outcome)
+    if args.json:
+        print(
+            json.dumps(
+                {
+                    "project_id": str(project_id),
+                    "message_id": str(message.id),
+                    "workflow_id": outcome.workflow_id,
+                    "status": outcome.status.value,
+                    "content": outcome.content,
+                    "fragment": _fragment_json(reply),
+                },
+                ensure_ascii=False,
+            )
+        )
+    else:
+        _print_outcome(settings, project_id, outcome, reply)
+    return 0 if outcome.status.value == "RESULT" else EXIT_ERROR_REPLY
+
+
+async def _show(args: argparse.Namespace, db: Database) -> int:
+    project_id = check_project_id(args.project_id)
+    async with db.session() as session:
+        project = await queries.get_project(session, project_id)
+        if project is None:
+            raise ProjectNotFoundError(project_id)
+        messages = await queries.get_messages(session, project_id)
+    if args.json:
+        print(
+            json.dumps(
+                {
+                    "project_id": str(project.id),
+                    "name": project.name,
+                    "conversation_summary": project.conversation_summary,
+                    "messages": [
+                        {
+                            "id": str(m.id),
+                            "role": m.role.value,
+                            "type": m.type.value,
+                            "content": m.content,
+                            "created_at": m.created_at.isoformat(),
+                            "fragment": _fragment_json(m),
+                        }
+                        for m in messages
+                    ],
+                },
+                ensure_ascii=False,
+            )
+        )
+        return 0
+    print(f"{project.name}  ({project.id})\n")
+    for m in messages:
+        who = "You" if m.role == MessageRole.USER else "Agent"
+        marker = " [ERROR]" if m.type.value == "ERROR" else ""
+        print(f"{m.created_at:%Y-%m-%d %H:%M}  {who}{marker}: {m.content}")
+        if m.fragment is not None:
+            print(f"    {m.fragment.title} · {m.fragment.sandbox_url}")
+            print(f"    files: {', '.join(sorted(m.fragment.files))}")
+    return 0
+
+
+async def _list(args: argparse.Namespace, db: Database) -> int:
+    async with db.session() as session:
+        rows = await queries.list_projects(session)
+    if args.json:
+        listing = [
+            {
+                "project_id": str(row.project.id),
+                "name": row.project.name,
+                "messages": row.message_count,
+                "updated_at": row.project.updated_at.isoformat(),
+            }
+            for row in rows
+        ]
+        print(json.dumps(listing, ensure_ascii=False))
+        return 0
+    if not rows:
+        print('No projects yet. Start one with: python starter.py new "A todo app"')
+    for row in rows:
+        project = row.project
+        print(
+            f"{project.id}  {project.updated_at:%Y-%m-%d %H:%M}  "
+            f"{row.message_count:>3} msgs  {project.name}"
+        )
+    return 0
+
+
+async def run(args: argparse.Namespace, settings: Settings) -> int:
+    from storage.embedded import database_url_for
+
+    async with AsyncExitStack() as stack:
+        url = await stack.enter_async_context(database_url_for(settings))
+        db = Database(url)
+        stack.push_async_callback(db.dispose)
+        if args.command in ("new", "send"):
+            return await _create_or_send(args, settings, db)
+        if args.command == "show":
+            return await _show(args, db)
+        return await _list(args, db)
+
+
+def parser() -> argparse.ArgumentParser:
+    root = argparse.ArgumentParser(
+        prog="starter.py", description="Turn a prompt into a running web app."
+    )
+    commands = root.add_subparsers(dest="command", required=True)
+    new = commands.add_parser("new", help="create a project from a prompt and build it")
+    new.add_argument("prompt")
+    send = commands.add_parser("send", help="send a follow-up message to a project")
+    send.add_argument("project_id")
+    send.add_argument("prompt")
+    for sub in (new, send):
+        sub.add_argument("--no-wait", action="store_true", help="return at once with the ids")
+    show = commands.add_parser("show", help="show a project's messages and fragments")
+    show.add_argument("project_id")
+    commands.add_parser("list", help="list projects")
+    for sub in commands.choices.values():
+        sub.add_argument("--json", action="store_true", help="print one JSON object")
+    return root
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = parser().parse_args(argv)
+    settings = settings_or_exit()
+    from runtime.logs import configure_logging
+
+    configure_logging(settings.qai_log_format, "WARNING")
+    try:
+        return asyncio.run(run(args, settings))
+    except (UserError, ProjectNotFoundError) as error:
+        print(f"qai: {error}", file=sys.stderr)
+        return EXIT_USAGE
+    except WorkflowUpdateFailedError as error:
+        print(f"qai: the project workflow rejected the message: {error.cause}", file=sys.stderr)
+        return EXIT_ERROR_REPLY
+    except (TemporalConnectionError, StorageError) as error:
+        print(f"qai: {error}", file=sys.stderr)
+        return EXIT_ERROR_REPLY
+    except RPCError as error:
+        print(
+            f"qai: cannot reach Temporal at {settings.temporal_address} ({error.message}). "
+            "Is `python worker.py --dev` running?",
+            file=sys.stderr,
+        )
+        return EXIT_ERROR_REPLY
+    except KeyboardInterrupt:
+        print("\nqai: stopped waiting; the run goes on in the worker.", file=sys.stderr)
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

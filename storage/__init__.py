@@ -1,0 +1,1 @@
+"""PostgreSQL storage: models, the one database handle, queries, migrations, embedded server."""

@@ -1,0 +1,137 @@
+"""A worker killed mid-run (SIGKILL) and started again finishes the run: exactly one assistant
+message, and no model call that completed is paid for again.
+
+Runs on the Temporal dev server with `python worker.py` as a real subprocess.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import signal
+import subprocess
+import sys
+import uuid
+from pathlib import Path
+
+import pytest
+
+from runtime.temporal import connect_temporal
+from sandboxes.factory import sandbox_backend
+from scripted_llm import scripted_llm_server
+from storage import queries, transcript
+from storage.db import Database
+from storage.models import MessageRole
+from tests.workflows.conftest import ROOT, preview_text, settings_for
+from workflows.project import ProjectWorkflow, project_workflow_id
+
+pytestmark = [pytest.mark.sandbox, pytest.mark.slow]
+
+
+def _turns() -> list[dict]:
+    page = "export default function Page() { return <h1>Survived</h1>; }\n"
+    write = {"path": "app/page.tsx", "content": page}
+    return [
+        {"tool_calls": [{"name": "createOrUpdateFiles", "arguments": {"files": [write]}}]},
+        {"tool_calls": [{"name": "terminal", "arguments": {"command": "sleep 2; echo slept"}}]},
+        {"tool_calls": [{"name": "terminal", "arguments": {"command": "ls app"}}], "delay": 1},
+        {"content": "<task_summary>Survived a crash.</task_summary>"},
+    ]
+
+
+def _start_worker(env: dict[str, str], log: Path) -> subprocess.Popen[bytes]:
+    return subprocess.Popen(
+        [sys.executable, "worker.py"],
+        cwd=ROOT,
+        env=env,
+        stdout=log.open("ab"),
+        stderr=subprocess.STDOUT,
+        start_new_session=True,
+    )
+
+
+async def _stored_turn(db: Database, run_id: uuid.UUID, iteration: int) -> bool:
+    async with db.session() as session:
+        return await transcript.assistant_turn(session, run_id, iteration) is not None
+
+
+async def _reply(db: Database, message_id: uuid.UUID, seconds: float) -> object:
+    async with asyncio.timeout(seconds):
+        while True:
+            async with db.session() as session:
+                reply = await queries.get_reply(session, message_id)
+            if reply is not None:
+                return reply
+            await asyncio.sleep(0.5)
+
+
+async def test_killed_worker_resumes_without_duplicates(
+    temporal_dev_server: str, database_url: str, clean_db: Database, template_ready: Path
+) -> None:
+    from starter import submit
+
+    script = {"default": {"title": "Crash Survivor", "turns": _turns()}}
+    task_queue = f"crash-{uuid.uuid4().hex[:8]}"
+    log = Path(os.environ.get("TMPDIR", "/tmp")) / f"qai-{task_queue}.log"
+    async with scripted_llm_server(script) as llm:
+        settings = settings_for(
+            llm.base_url, temporal_address=temporal_dev_server, qai_task_queue=task_queue
+        )
+        env = {
+            key: value
+            for key, value in os.environ.items()
+            if not key.startswith(("OPENAI_", "QAI_", "TEMPORAL_", "DATABASE_URL"))
+        }
+        env.update(
+            {
+                "DATABASE_URL": database_url,
+                "TEMPORAL_ADDRESS": temporal_dev_server,
+                "QAI_TASK_QUEUE": task_queue,
+                "OPENAI_BASE_URL": llm.base_url,
+                "OPENAI_API_KEY": "test-key",
+                "QAI_MODEL": "scripted",
+                "QAI_SANDBOX_NETWORK": "none",
+                "QAI_SANDBOX_POOL_SIZE": "0",
+                "QAI_DATA_DIR": str(settings.data_dir),
+                "QAI_LOG_FORMAT": "json",
+            }
+        )
+        client = await connect_temporal(temporal_dev_server)
+        async with clean_db.session() as session:
+            project, message = await queries.create_project(session, "crash", "Build it")
+
+        worker = _start_worker(env, log)
+        try:
+            await submit(client, settings, project.id, message.id, wait=False, show_progress=False)
+            # Kill the worker once the second model reply is stored: the run is then between
+            # that paid call and the activity reporting it, or inside the slow tool call.
+            async with asyncio.timeout(120):
+                while not await _stored_turn(clean_db, message.id, iteration=2):
+                    await asyncio.sleep(0.05)
+            os.killpg(worker.pid, signal.SIGKILL)
+            worker.wait(timeout=10)
+
+            worker = _start_worker(env, log)
+            reply = await _reply(clean_db, message.id, seconds=180)
+            handle = client.get_workflow_handle(project_workflow_id(project.id))
+            sandbox_id = (await handle.query(ProjectWorkflow.status)).sandbox_id
+        finally:
+            if worker.poll() is None:
+                os.killpg(worker.pid, signal.SIGTERM)
+                worker.wait(timeout=30)
+
+        assert reply.type.value == "RESULT", (reply.content, log.read_text()[-3000:])
+        assert reply.content == "Survived a crash."
+        async with clean_db.session() as session:
+            messages = await queries.get_messages(session, project.id)
+        assert [m.role for m in messages] == [MessageRole.USER, MessageRole.ASSISTANT]
+        completed = llm.completed_counts()
+        assert completed, "the scripted model saw no calls"
+        assert all(count == 1 for count in completed.values()), completed
+        assert {turn for (_, turn) in completed if turn is not None} == {0, 1, 2, 3}
+
+        # The sandbox outlived the dead worker and still serves the page.
+        assert reply.fragment is not None
+        await preview_text(reply.fragment.sandbox_url, "Survived")
+        assert sandbox_id is not None
+        await (await sandbox_backend(settings).connect(sandbox_id)).kill()

@@ -1,0 +1,138 @@
+"""The qai worker.
+
+python worker.py          the worker alone, for production: connects to TEMPORAL_ADDRESS
+python worker.py --dev    the whole local stack in the foreground: embedded PostgreSQL (unless
+                          DATABASE_URL is set), migrations, the Temporal dev server with its
+                          Web UI, and the worker; Ctrl-C stops all of it
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import signal
+import sys
+from collections.abc import Sequence
+from contextlib import AsyncExitStack
+from typing import Any
+
+from temporalio.client import Client
+from temporalio.exceptions import ApplicationError
+from temporalio.worker import Worker
+
+from activities.llm import LlmActivities
+from activities.persistence import PersistenceActivities
+from activities.sandbox import SandboxActivities
+from activities.services import Services, open_services
+from activities.tools import ToolActivities
+from runtime.interceptors import LogContextInterceptor
+from runtime.logs import configure_logging, get_logger
+from runtime.settings import SandboxBackendName, Settings, settings_or_exit
+from runtime.temporal import connect_temporal, ensure_search_attributes
+from workflows.code_agent import CodeAgentWorkflow
+from workflows.project import ProjectWorkflow
+
+log = get_logger("qai.worker")
+
+WORKFLOWS: list[type] = [ProjectWorkflow, CodeAgentWorkflow]
+
+
+def activities_for(services: Services) -> list[Any]:
+    """Every activity of the worker, bound to the shared clients."""
+    sandbox = SandboxActivities(services)
+    llm = LlmActivities(services)
+    tools = ToolActivities(services)
+    persistence = PersistenceActivities(services)
+    return [
+        sandbox.acquire_sandbox,
+        sandbox.hydrate_sandbox,
+        sandbox.extend_sandbox,
+        llm.agent_turn,
+        llm.generate_title,
+        tools.run_tool,
+        persistence.start_run,
+        persistence.save_reply,
+    ]
+
+
+def build_worker(client: Client, services: Services, *, task_queue: str | None = None) -> Worker:
+    return Worker(
+        client,
+        task_queue=task_queue or services.settings.qai_task_queue,
+        workflows=WORKFLOWS,
+        activities=activities_for(services),
+        interceptors=[LogContextInterceptor()],
+        max_concurrent_activities=20,
+    )
+
+
+async def _prepare_sandboxes(settings: Settings) -> None:
+    if settings.qai_sandbox_backend == SandboxBackendName.LOCAL:
+        from sandboxes.template import ensure_template
+
+        log.info("checking the sandbox template (the first build takes a few minutes)")
+        path = await asyncio.to_thread(ensure_template, settings)
+        log.info("sandbox template ready", path=str(path))
+
+
+async def serve(settings: Settings, *, dev: bool) -> None:
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        loop.add_signal_handler(sig, stop.set)
+
+    async with AsyncExitStack() as stack:
+        if dev:
+            from runtime.localstack import LocalStack
+
+            local = await stack.enter_async_context(LocalStack(settings))
+            database_url, address = local.database_url, local.temporal_address
+        else:
+            from storage.embedded import database_url_for
+
+            database_url = await stack.enter_async_context(database_url_for(settings))
+            address = settings.temporal_address
+        await _prepare_sandboxes(settings)
+        client = await connect_temporal(address, settings.temporal_namespace)
+        await ensure_search_attributes(client)
+        services = await stack.enter_async_context(open_services(settings, database_url))
+        worker = build_worker(client, services)
+        async with worker:
+            if dev:
+                print(
+                    f"\nqai is running.\n  Temporal Web UI: {local.ui_url}\n"
+                    f"  Temporal:        {address}\n  Task queue:      {settings.qai_task_queue}\n"
+                    '  Try:             .venv/bin/python starter.py new "A todo app"\n'
+                    "Press Ctrl-C to stop everything.\n",
+                    flush=True,
+                )
+            log.info("worker started", task_queue=settings.qai_task_queue, temporal=address)
+            await stop.wait()
+            log.info("stopping")
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument(
+        "--dev", action="store_true", help="run the whole local stack in the foreground"
+    )
+    args = parser.parse_args(argv)
+    settings = settings_or_exit()
+    configure_logging(settings.qai_log_format, settings.qai_log_level)
+    from runtime.localstack import LOCAL_STACK_ERRORS
+    from sandboxes.base import SandboxError
+    from sandboxes.template import TemplateError
+
+    try:
+        asyncio.run(serve(settings, dev=args.dev))
+    except (*LOCAL_STACK_ERRORS, SandboxError, TemplateError) as error:
+        print(f"qai: {error}", file=sys.stderr)
+        return 1
+    except ApplicationError as error:  # e.g. no model configured
+        print(f"qai: {error.message}", file=sys.stderr)
+        return 1
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
