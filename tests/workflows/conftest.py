@@ -121,12 +121,19 @@ class Harness:
             await session.commit()
         return message.id
 
+    async def accept(self, project_id: uuid.UUID, message_id: uuid.UUID) -> None:
+        """Submit without waiting: returns once the project workflow has queued the message."""
+        from starter import submit
+
+        await submit(
+            self.client, self._settings(), project_id, message_id, wait=False, show_progress=False
+        )
+
     async def submit(self, project_id: uuid.UUID, message_id: uuid.UUID) -> MessageOutcome:
         from starter import submit
 
-        settings = self.settings.model_copy(update={"qai_task_queue": self.task_queue})
         outcome = await submit(
-            self.client, settings, project_id, message_id, wait=True, show_progress=False
+            self.client, self._settings(), project_id, message_id, wait=True, show_progress=False
         )
         assert outcome is not None
         status = await self.project_status(project_id)
@@ -134,6 +141,9 @@ class Harness:
             self.sandbox_ids.add(status.sandbox_id)
         await self._record(project_id, message_id)
         return outcome
+
+    def _settings(self) -> Settings:
+        return self.settings.model_copy(update={"qai_task_queue": self.task_queue})
 
     async def _record(self, project_id: uuid.UUID, message_id: uuid.UUID) -> None:
         """With QAI_RECORD_HISTORIES=1, keep the histories for the replay tests."""

@@ -293,6 +293,9 @@ async def test_two_messages_at_once_are_answered_in_order(agent_harness) -> None
     async with agent_harness(script) as (harness, _llm):
         project_id, first = await harness.new_project("The first request")
         second = await harness.add_message(project_id, "The second request")
+        # The first is queued before the second is sent, so arrival order is fixed; the
+        # first is then submitted again, which must wait on the same answer, not queue twice.
+        await harness.accept(project_id, first)
         one, two = await asyncio.gather(
             harness.submit(project_id, first), harness.submit(project_id, second)
         )
