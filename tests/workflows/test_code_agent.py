@@ -16,6 +16,7 @@ from storage import queries
 from storage.models import Message, MessageRole, MessageType
 from storage.transcript import TranscriptEntry
 from tests.workflows.conftest import Harness, preview_text
+from workflows.project import project_workflow_id
 
 pytestmark = [pytest.mark.sandbox, pytest.mark.slow]
 
@@ -275,44 +276,79 @@ async def test_model_mistakes_become_tool_errors_not_crashes(agent_harness) -> N
         assert results[4].startswith("Wrote 1 file(s): app/page.tsx")
 
 
+async def accepted_submissions(harness: Harness, project_id: uuid.UUID) -> list[uuid.UUID]:
+    """The message ids in the order the project workflow accepted their `submit` updates."""
+    handle = harness.client.get_workflow_handle(project_workflow_id(project_id))
+    history = await handle.fetch_history()
+    return [
+        uuid.UUID(
+            event.workflow_execution_update_accepted_event_attributes.accepted_request.meta.update_id.removeprefix(
+                "submit-"
+            )
+        )
+        for event in history.events
+        if event.HasField("workflow_execution_update_accepted_event_attributes")
+    ]
+
+
 async def test_two_messages_at_once_are_answered_in_order(agent_harness) -> None:
+    requests = {"first": "The first request", "second": "The second request"}
     script = {
         "conversations": [
             {
-                "match": "second",
+                "match": f"<user_request>\n{text}",
                 "turns": [
-                    write_turn("app/b.tsx", "export const b = 2;\n"),
-                    summary_turn("Second done."),
+                    write_turn(f"app/{key}.tsx", f"export const {key} = 1;\n"),
+                    summary_turn(f"{key} done."),
                 ],
             }
-        ],
-        "default": {
-            "turns": [write_turn("app/a.tsx", "export const a = 1;\n"), summary_turn("First done.")]
-        },
+            for key, text in requests.items()
+        ]
     }
     async with agent_harness(script) as (harness, _llm):
-        project_id, first = await harness.new_project("The first request")
-        second = await harness.add_message(project_id, "The second request")
-        # The first is queued before the second is sent, so arrival order is fixed; the
-        # first is then submitted again, which must wait on the same answer, not queue twice.
-        await harness.accept(project_id, first)
-        one, two = await asyncio.gather(
+        project_id, first = await harness.new_project(requests["first"])
+        second = await harness.add_message(project_id, requests["second"])
+        # Sent truly at once: which arrives first is up to the server, so the test reads the
+        # arrival order from the project's history and checks the answers follow it.
+        outcomes = await asyncio.gather(
             harness.submit(project_id, first), harness.submit(project_id, second)
         )
 
-        assert one.status.value == two.status.value == "RESULT"
+        assert [o.status.value for o in outcomes] == ["RESULT", "RESULT"]
+        arrival = await accepted_submissions(harness, project_id)
+        assert sorted(arrival) == sorted([first, second])
+        key_of = {first: "first", second: "second"}
+        earlier, later = (key_of[message_id] for message_id in arrival)
         all_replies = await replies(harness, project_id)
-        assert [r.reply_to_id for r in all_replies] == [first, second]
-        # The second run saw the first one's answer: they ran one after the other.
-        payload = (await entries(harness, second))[1].message["content"]
-        assert "Assistant: First done." in payload
-        assert "The second request" not in (await entries(harness, first))[1].message["content"]
+        assert [r.reply_to_id for r in all_replies] == arrival
+        # The later run saw the earlier one's answer, and not the other way round.
+        later_payload = (await entries(harness, arrival[1]))[1].message["content"]
+        assert f"Assistant: {earlier} done." in later_payload
+        earlier_payload = (await entries(harness, arrival[0]))[1].message["content"]
+        assert f"{later} done." not in earlier_payload
         async with harness.db.session() as session:
             project = await queries.get_project(session, project_id)
         assert project.conversation_summary.endswith(
-            "User: The second request\nAssistant: Second done."
+            f"User: {requests[later]}\nAssistant: {later} done."
         )
-        assert set(all_replies[-1].fragment.files) == {"app/a.tsx", "app/b.tsx"}
+        assert set(all_replies[-1].fragment.files) == {"app/first.tsx", "app/second.tsx"}
+
+
+async def test_a_message_submitted_twice_is_answered_once(agent_harness) -> None:
+    script = {
+        "default": {"turns": [write_turn("app/a.tsx", "export {};\n"), summary_turn("Once.")]}
+    }
+    async with agent_harness(script) as (harness, llm):
+        project_id, message_id = await harness.new_project("Answer me once")
+        await harness.accept(project_id, message_id)
+        again, once_more = await asyncio.gather(
+            harness.submit(project_id, message_id), harness.submit(project_id, message_id)
+        )
+
+        assert again == once_more
+        assert again.status.value == "RESULT"
+        assert [r.reply_to_id for r in await replies(harness, project_id)] == [message_id]
+        assert len([r for r in llm.requests() if r.kind == "turn"]) == 2
 
 
 async def test_rate_limit_and_server_error_are_retried(agent_harness) -> None:
@@ -350,12 +386,7 @@ async def test_rejected_api_key_ends_fast_with_an_error(agent_harness) -> None:
 
 
 async def test_project_continues_as_new_and_keeps_its_sandbox(agent_harness) -> None:
-    from workflows.project import (
-        ProjectInput,
-        ProjectWorkflow,
-        project_search_attributes,
-        project_workflow_id,
-    )
+    from workflows.project import ProjectInput, ProjectWorkflow, project_search_attributes
 
     script = {
         "conversations": [
