@@ -11,9 +11,11 @@ from activities.errors import sandbox_failure
 from activities.heartbeat import heartbeating
 from activities.services import Services
 from conversation import load_project_conversation_context
-from sandboxes.base import SandboxError, SandboxNotFoundError, WriteEntry
+from sandboxes.base import Sandbox, SandboxError, SandboxNotFoundError, WriteEntry
 
 PREVIEW_PORT = 3000
+REQUEST_KEY = "qai_request"
+"""Sandbox metadata naming the activity execution that created it, so a retry can find it."""
 
 
 class AcquireSandboxInput(BaseModel):
@@ -54,6 +56,8 @@ class SandboxActivities:
     async def acquire_sandbox(self, input: AcquireSandboxInput) -> SandboxLease:
         backend = self._services.sandboxes
         timeout = self._services.settings.qai_sandbox_timeout
+        info = activity.info()
+        request = f"{info.workflow_id}/{info.activity_id}"
         try:
             if input.sandbox_id:
                 try:
@@ -66,16 +70,41 @@ class SandboxActivities:
                         )
                 except SandboxNotFoundError:
                     activity.logger.info("sandbox expired; creating a new one")
-            async with heartbeating():
-                sandbox = await backend.create(
-                    timeout=timeout,
-                    metadata={"project_id": str(input.project_id), "run_id": str(input.run_id)},
-                )
+            sandbox = await self._created_earlier(request)
+            if sandbox is None:
+                async with heartbeating():
+                    sandbox = await backend.create(
+                        timeout=timeout,
+                        metadata={
+                            "project_id": str(input.project_id),
+                            "run_id": str(input.run_id),
+                            REQUEST_KEY: request,
+                        },
+                    )
         except SandboxError as error:
             raise sandbox_failure(error, "starting the sandbox") from error
         return SandboxLease(
             sandbox_id=sandbox.sandbox_id, url=sandbox.preview_url(PREVIEW_PORT), fresh=True
         )
+
+    async def _created_earlier(self, request: str) -> Sandbox | None:
+        """The sandbox an earlier attempt of this very activity created, if it is still up.
+
+        An attempt can die after `create` succeeded but before it reported; without this the
+        retry would start a second sandbox and leave the first running until its timeout.
+        """
+        if activity.info().attempt == 1:
+            return None
+        backend = self._services.sandboxes
+        timeout = self._services.settings.qai_sandbox_timeout
+        for sandbox_id in await backend.find({REQUEST_KEY: request}):
+            try:
+                sandbox = await backend.connect(sandbox_id, timeout=timeout)
+            except SandboxNotFoundError:
+                continue
+            activity.logger.info("reusing the sandbox an earlier attempt created")
+            return sandbox
+        return None
 
     @activity.defn(name="hydrate_sandbox")
     async def hydrate_sandbox(self, input: HydrateSandboxInput) -> HydrateResult:

@@ -221,6 +221,10 @@ class SandboxBackend(abc.ABC):
     async def connect(self, sandbox_id: str, *, timeout: float | None = None) -> Sandbox:
         """Reconnect by id and extend its timeout; `SandboxNotFoundError` if gone or expired."""
 
+    @abc.abstractmethod
+    async def find(self, metadata: Mapping[str, str]) -> list[str]:
+        """Ids of running sandboxes whose metadata holds all these pairs (E2B's list query)."""
+
     async def start(self) -> None:  # noqa: B027 - optional hook, a no-op by default
         """Check the host and start background work (the local warm pool); the worker calls it."""
 

@@ -316,6 +316,15 @@ class E2BBackend(SandboxBackend):
             )
         return E2BSandbox(sandbox)
 
+    async def find(self, metadata: Mapping[str, str]) -> list[str]:
+        query = e2b.SandboxQuery(metadata=dict(metadata), state=[e2b.SandboxState.RUNNING])
+        found: list[str] = []
+        with mapped("sandbox", "list by metadata"):
+            paginator = e2b.AsyncSandbox.list(query=query, api_key=self._api_key())
+            while paginator.has_next:
+                found += [info.sandbox_id for info in await paginator.next_items()]
+        return found
+
     async def close(self) -> None:
         """Nothing to stop: E2B keeps no pool here (its templates start from a snapshot)."""
 

@@ -34,6 +34,7 @@ from sandboxes.local.layout import (
     process_alive,
     read_state,
     sandboxes_root,
+    state_alive,
     update_state,
     write_state,
 )
@@ -276,10 +277,7 @@ class LocalBackend(SandboxBackend):
             raise SandboxNotFoundError(
                 f"no sandbox {sandbox_id} (killed, expired and reaped, or never created here)"
             ) from None
-        supervisor = state.get("supervisor") or {}
-        if time.time() >= state["expires_at"] or not process_alive(
-            supervisor.get("pid"), supervisor.get("start_time")
-        ):
+        if not state_alive(state):
             await self.kill(sandbox_id)
             raise SandboxNotFoundError(f"sandbox {sandbox_id} expired or stopped; it was reaped")
         extended = time.time() + (timeout or self.default_timeout)
@@ -289,6 +287,18 @@ class LocalBackend(SandboxBackend):
 
         state = update_state(layout.state, extend)
         return LocalSandbox(self, layout, state)
+
+    async def find(self, metadata: Mapping[str, str]) -> list[str]:
+        wanted = metadata.items()
+        found = []
+        for sandbox_id in self.list_ids():
+            try:
+                state = read_state(Layout(self.root / sandbox_id).state)
+            except (OSError, ValueError):
+                continue  # being created or torn down
+            if wanted <= state.get("metadata", {}).items() and state_alive(state):
+                found.append(sandbox_id)
+        return found
 
     async def kill(self, sandbox_id: str) -> bool:
         """Stop the supervisor (which tears down) and make sure nothing remains."""

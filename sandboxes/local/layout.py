@@ -7,6 +7,7 @@ import hashlib
 import json
 import os
 import re
+import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -91,6 +92,14 @@ def process_start_time(pid: int) -> int | None:
     except OSError:
         return None
     return int(data[data.rindex(b")") + 2 :].split()[19])
+
+
+def state_alive(state: dict[str, Any]) -> bool:
+    """True while a sandbox is unexpired and its supervisor is still the process that started."""
+    supervisor = state.get("supervisor") or {}
+    return time.time() < state["expires_at"] and process_alive(
+        supervisor.get("pid"), supervisor.get("start_time")
+    )
 
 
 def process_alive(pid: int | None, start_time: int | None) -> bool:

@@ -28,7 +28,7 @@ from sandboxes.base import (
     WriteEntry,
 )
 from sandboxes.local.client import EnvdClient, error_from
-from sandboxes.local.layout import Layout, process_alive, read_state, update_state
+from sandboxes.local.layout import Layout, read_state, state_alive, update_state
 
 if TYPE_CHECKING:
     from sandboxes.local.backend import LocalBackend
@@ -239,10 +239,7 @@ class LocalSandbox(Sandbox):
             state = read_state(self._layout.state)
         except (OSError, ValueError):
             return False
-        supervisor = state.get("supervisor") or {}
-        return time.time() < state["expires_at"] and process_alive(
-            supervisor.get("pid"), supervisor.get("start_time")
-        )
+        return state_alive(state)
 
     def get_host(self, port: int) -> str:
         host_port = self._state.get("ports", {}).get(str(port))

@@ -166,6 +166,23 @@ class FakeFiles:
         return path in self._files()
 
 
+@dataclass
+class FakeSandboxInfo:
+    sandbox_id: str
+
+
+@dataclass
+class FakeSandboxPaginator:
+    pages: list[list[FakeSandboxInfo]]
+
+    @property
+    def has_next(self) -> bool:
+        return bool(self.pages)
+
+    async def next_items(self) -> list[FakeSandboxInfo]:
+        return self.pages.pop(0)
+
+
 class FakeAsyncSandbox:
     """Stands in for `e2b.AsyncSandbox`: same call shapes, real e2b exceptions."""
 
@@ -210,6 +227,21 @@ class FakeAsyncSandbox:
         # E2B: a running sandbox's timeout only ever grows on connect.
         state.expires_at = max(state.expires_at, cls.service.now + (timeout or 300))
         return cls(state)
+
+    @classmethod
+    def list(cls, query: e2b.SandboxQuery | None = None, **opts: Any) -> FakeSandboxPaginator:
+        """Like E2B: not a coroutine; the paginator fetches pages of two."""
+        cls.service.call("list", query=query, **opts)
+        cls._check_key(opts.get("api_key"))
+        wanted = (query.metadata if query else None) or {}
+        running = query is not None and query.state == [e2b.SandboxState.RUNNING]
+        found = [
+            FakeSandboxInfo(state.sandbox_id)
+            for state in cls.service.sandboxes.values()
+            if wanted.items() <= state.metadata.items()
+            and (not running or (not state.killed and state.expires_at > cls.service.now))
+        ]
+        return FakeSandboxPaginator([found[i : i + 2] for i in range(0, len(found), 2)])
 
     def get_host(self, port: int) -> str:
         return f"{port}-{self.sandbox_id}.{DOMAIN}"
@@ -285,6 +317,28 @@ async def test_create_passes_other_template_names_through(
     assert service.calls[0][1]["template"] == "qai-nextjs-t4"
     assert service.calls[1][1]["template"] == "my-own-template"
     assert service.calls[1][1]["timeout"] == 91  # whole seconds, rounded up
+
+
+async def test_find_asks_for_running_sandboxes_by_metadata_across_pages(
+    service: FakeService, backend: E2BBackend
+) -> None:
+    wanted = [(await backend.create(metadata={"run_id": "r1"})).sandbox_id for _ in range(3)]
+    await backend.create(metadata={"run_id": "r2"})
+    gone = await backend.create(metadata={"run_id": "r1"})
+    await gone.kill()
+
+    assert await backend.find({"run_id": "r1"}) == wanted
+    name, args = service.calls[-1]
+    assert name == "list"
+    assert args["api_key"] == API_KEY
+    assert args["query"].metadata == {"run_id": "r1"}
+
+
+async def test_find_maps_e2b_errors(service: FakeService, backend: E2BBackend) -> None:
+    service.fail_next["list"] = e2b.RateLimitException("slow down")
+    with pytest.raises(SandboxUnavailableError) as caught:
+        await backend.find({"run_id": "r1"})
+    assert caught.value.retryable is True
 
 
 async def test_missing_api_key_fails_before_calling_e2b(service: FakeService) -> None:
