@@ -120,18 +120,22 @@ async def test_killed_worker_resumes_without_duplicates(
                 os.killpg(worker.pid, signal.SIGTERM)
                 worker.wait(timeout=30)
 
-        assert reply.type.value == "RESULT", (reply.content, log.read_text()[-3000:])
-        assert reply.content == "Survived a crash."
-        async with clean_db.session() as session:
-            messages = await queries.get_messages(session, project.id)
-        assert [m.role for m in messages] == [MessageRole.USER, MessageRole.ASSISTANT]
-        completed = llm.completed_counts()
-        assert completed, "the scripted model saw no calls"
-        assert all(count == 1 for count in completed.values()), completed
-        assert {turn for (_, turn) in completed if turn is not None} == {0, 1, 2, 3}
+        backend = sandbox_backend(settings)
+        try:
+            assert reply.type.value == "RESULT", (reply.content, log.read_text()[-3000:])
+            assert reply.content == "Survived a crash."
+            async with clean_db.session() as session:
+                messages = await queries.get_messages(session, project.id)
+            assert [m.role for m in messages] == [MessageRole.USER, MessageRole.ASSISTANT]
+            completed = llm.completed_counts()
+            assert completed, "the scripted model saw no calls"
+            assert all(count == 1 for count in completed.values()), completed
+            assert {turn for (_, turn) in completed if turn is not None} == {0, 1, 2, 3}
 
-        # The sandbox outlived the dead worker and still serves the page.
-        assert reply.fragment is not None
-        await preview_text(reply.fragment.sandbox_url, "Survived")
-        assert sandbox_id is not None
-        await (await sandbox_backend(settings).connect(sandbox_id)).kill()
+            # The sandbox outlived the dead worker and still serves the page; it is the only one.
+            assert reply.fragment is not None
+            await preview_text(reply.fragment.sandbox_url, "Survived")
+            assert await backend.find({"project_id": str(project.id)}) == [sandbox_id]
+        finally:
+            for leftover in await backend.find({"project_id": str(project.id)}):
+                await backend.kill(leftover)
