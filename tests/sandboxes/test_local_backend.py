@@ -177,7 +177,7 @@ async def test_raw_tcp_relay_on_other_port(sandbox: LocalSandbox) -> None:
     await sandbox.files.write("echo.py", echo)
     await sandbox.commands.run("python3 echo.py", background=True, timeout=0)
     host, port = sandbox.get_host(4000).split(":")
-    deadline = time.monotonic() + 10
+    deadline = time.monotonic() + 30
     while True:
         reader, writer = await asyncio.open_connection(host, int(port))
         writer.write(b"ping")
