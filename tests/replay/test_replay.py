@@ -3,8 +3,8 @@
 A change that would break running workflows fails here; make such changes behind
 `workflow.patched`. Record new histories with
 
-    QAI_RECORD_HISTORIES=1 .venv/bin/pytest tests/workflows/test_code_agent.py -k \
-        "new_project or follow_up_reuses or two_messages or iteration_limit or expired or continues"
+    QAI_RECORD_HISTORIES=1 .venv/bin/pytest tests/workflows/test_code_agent.py -k "new_project \
+        or follow_up_reuses or two_messages or twice or iteration_limit or expired or continues"
 """
 
 from __future__ import annotations
