@@ -5,13 +5,17 @@
 
 The Next.js template is built (or found cached) first. Cold runs start a new sandbox (the first,
 which warms the OS caches, is left out of the medians); pooled runs wait until the warm pool holds
-a warmed sandbox, then time `create()` handing it out. Figures are medians of N runs.
+a warmed sandbox, then time `create()` handing it out. Agent-paced runs are what a user sees
+after a run on a cold sandbox: create, wait `--agent-seconds` (the model's first turns), write a
+new page, then time until the preview shows it; `--no-warm` leaves out the first-page request
+the sandbox makes when its app starts, for comparison. Figures are medians of N runs.
 """
 
 from __future__ import annotations
 
 import argparse
 import asyncio
+import dataclasses
 import os
 import statistics
 import sys
@@ -38,12 +42,18 @@ def static_template(directory: Path) -> LocalTemplate:
     return LocalTemplate(name="static", directory=directory, start_cmd=start, port=3000)
 
 
-async def first_preview(url: str, started: float, limit: float = 300) -> float:
+PAGES = {
+    "nextjs": ("app/page.tsx", "export default function Page() {{ return <h1>{}</h1>; }}\n"),
+    "static": ("index.html", "<h1>{}</h1>\n"),
+}
+
+
+async def first_preview(url: str, started: float, limit: float = 300, shows: str = "") -> float:
     async with httpx.AsyncClient() as client:
         while True:
             try:
                 response = await client.get(url, timeout=120)
-                if response.status_code == 200:
+                if response.status_code == 200 and shows in response.text:
                     return time.perf_counter() - started
             except httpx.TransportError:
                 pass
@@ -77,6 +87,23 @@ class Figures:
         self.previews.append(preview)
         return sandbox.sandbox_id
 
+    async def measure_after_write(
+        self, backend: LocalBackend, template: LocalTemplate, label: str, pause: float
+    ) -> None:
+        """Create, wait like an agent would, write a new page, time until the preview shows it."""
+        sandbox = await backend.create(template.name, timeout=600)
+        await asyncio.sleep(pause)
+        path, page = PAGES[template.name]
+        marker = f"written {time.time_ns()}"
+        started = time.perf_counter()
+        await sandbox.files.write(path, page.format(marker))
+        preview = await first_preview(
+            sandbox.preview_url(template.port or 3000), started, shows=marker
+        )
+        await sandbox.kill()
+        print(f"{label:>15}: preview of the new page {preview:.3f} s after writing it", flush=True)
+        self.previews.append(preview)
+
     def summary(self, what: str) -> str:
         return (
             f"{what}: median over {len(self.creates)} runs:"
@@ -98,7 +125,7 @@ async def wait_warm(backend: LocalBackend, template: LocalTemplate, limit: float
         await asyncio.sleep(0.05)
 
 
-async def bench(template: LocalTemplate, runs: int, data_dir: Path) -> None:
+async def bench(template: LocalTemplate, runs: int, data_dir: Path, agent_seconds: float) -> None:
     def backend_for(pool_size: int) -> LocalBackend:
         settings = Settings(
             qai_data_dir=data_dir,
@@ -116,6 +143,10 @@ async def bench(template: LocalTemplate, runs: int, data_dir: Path) -> None:
     for run in range(1, runs + 1):
         await cold_figures.measure(cold, template, f"cold run {run}")
 
+    paced = Figures()
+    for run in range(1, runs + 1):
+        await paced.measure_after_write(cold, template, f"paced run {run}", agent_seconds)
+
     pooled = backend_for(1)
     await pooled.start()
     pooled_figures = Figures()
@@ -131,12 +162,19 @@ async def bench(template: LocalTemplate, runs: int, data_dir: Path) -> None:
             await pooled.kill(sandbox_id)
     print(cold_figures.summary(f"template {template.name}, cold"))
     print(pooled_figures.summary(f"template {template.name}, from the warm pool"))
+    print(
+        f"template {template.name}, cold, agent-paced ({agent_seconds:g} s before the write):"
+        f" median over {runs} runs: preview {statistics.median(paced.previews):.3f} s after"
+        " the write"
+    )
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--runs", type=int, default=5)
     parser.add_argument("--template", choices=["nextjs", "static"], default="nextjs")
+    parser.add_argument("--agent-seconds", type=float, default=15)
+    parser.add_argument("--no-warm", action="store_true")
     args = parser.parse_args()
     with tempfile.TemporaryDirectory(prefix="qai-bench-") as scratch:
         if args.template == "nextjs":
@@ -144,7 +182,9 @@ def main() -> None:
         else:
             (Path(scratch) / "static").mkdir()
             template = static_template(Path(scratch) / "static")
-        asyncio.run(bench(template, args.runs, Path(scratch) / "data"))
+        if args.no_warm:
+            template = dataclasses.replace(template, ready_path=None)
+        asyncio.run(bench(template, args.runs, Path(scratch) / "data", args.agent_seconds))
 
 
 if __name__ == "__main__":

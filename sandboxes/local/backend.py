@@ -197,6 +197,7 @@ class LocalBackend(SandboxBackend):
             "template_dir": str(spec.directory.resolve()),
             "start_cmd": spec.start_cmd,
             "template_port": spec.port,
+            "template_ready_path": spec.ready_path,
             "template_env": dict(spec.env),
             "created": now,
             "expires_at": now + timeout,

@@ -29,6 +29,8 @@ KEEP_TAIL = 48 * 1024
 MAX_READ = 64 * 1024 * 1024
 PR_SET_CHILD_SUBREAPER = 36
 PR_SET_DUMPABLE = 4
+WARM_SECONDS = 300
+"""How long the first-page request may take: a cold Next.js compile on a busy machine."""
 
 
 # ---------------------------------------------------------------- runner mode
@@ -118,6 +120,8 @@ import base64  # noqa: E402
 import json  # noqa: E402
 import stat  # noqa: E402
 import subprocess  # noqa: E402
+import urllib.error  # noqa: E402
+import urllib.request  # noqa: E402
 
 # ---------------------------------------------------------------- paths
 
@@ -278,6 +282,7 @@ class Daemon:
     def __init__(self, config: dict) -> None:
         self.config = config
         self.commands: dict[int, Command] = {}
+        self.warming: asyncio.Task | None = None
 
     async def spawn(self, argv_cmd: str, cwd: str, env: dict, timeout: float) -> Command:
         real_cwd = resolve(cwd or HOME)
@@ -426,6 +431,38 @@ class Daemon:
         if start:
             command = await self.spawn(f"exec >/tmp/qai-start.log 2>&1; {start}", HOME, {}, 0)
             self.commands[command.proc.pid] = command
+            if self.config.get("warm_url"):
+                self.warming = asyncio.get_running_loop().create_task(
+                    warm(self.config["warm_url"], command)
+                )
+
+
+async def warm(url: str, command: Command) -> None:
+    """Request the app's first page until it answers 200, so it is compiled before anyone asks.
+
+    Gives up when the start command exits or after WARM_SECONDS; the outcome goes to the start
+    command's log, where `cat /tmp/qai-start.log` shows it next to the dev server's own lines.
+    """
+    direct = urllib.request.build_opener(urllib.request.ProxyHandler({}))  # no registry proxy
+
+    def get() -> int:
+        try:
+            with direct.open(url, timeout=WARM_SECONDS) as response:
+                return response.status
+        except urllib.error.HTTPError as error:
+            return error.code
+        except (OSError, ValueError):
+            return 0
+
+    deadline = time.monotonic() + WARM_SECONDS
+    status = 0
+    while time.monotonic() < deadline and command.proc.poll() is None:
+        status = await asyncio.to_thread(get)
+        if status == 200:
+            break
+        await asyncio.sleep(0.2)
+    with open("/tmp/qai-start.log", "a") as out:
+        out.write(f"qai: warm-up request {url} answered {status or 'nothing'}\n")
 
 
 async def send(writer: asyncio.StreamWriter, obj: dict) -> None:

@@ -83,6 +83,14 @@ def sandbox_env(state: dict[str, Any]) -> dict[str, str]:
     return env
 
 
+def warm_url(state: dict[str, Any]) -> str | None:
+    """The in-sandbox URL of the template's first page, requested once its app starts."""
+    port, path = state.get("template_port"), state.get("template_ready_path")
+    if port is None or path is None:
+        return None
+    return f"http://127.0.0.1:{port}{path}"
+
+
 def system_binds() -> list[str]:
     """Read-only system directories; the host's merged-/usr symlinks are reproduced as symlinks."""
     args = ["--ro-bind", "/usr", "/usr", "--ro-bind", "/etc", "/etc"]
@@ -196,6 +204,7 @@ class Supervisor:
             "ready_fd": self.ready_w,
             "env": sandbox_env(self.state),
             "start_cmd": self.state.get("start_cmd"),
+            "warm_url": warm_url(self.state),
         }
         if self.state["network"] == "registry":
             config["proxy_socket"] = f"{IN_RUN}/host/proxy.sock"

@@ -14,7 +14,9 @@ from sandboxes.base import SandboxUnavailableError
 class LocalTemplate:
     """A built directory (owned by uid/gid 1000): /home/user's read-only lower overlay layer.
 
-    `start_cmd` runs in the background when a sandbox starts (the dev server on `port`).
+    `start_cmd` runs in the background when a sandbox starts (the dev server on `port`). Once it
+    listens, `ready_path` is requested in the background until it answers 200, as E2B's
+    `compile_page.sh` does, so the first page is compiled before anyone opens the preview.
     """
 
     name: str
@@ -22,6 +24,7 @@ class LocalTemplate:
     start_cmd: str | None = None
     port: int | None = None
     env: Mapping[str, str] = field(default_factory=dict)
+    ready_path: str | None = None
 
 
 def built_template(settings: Settings, name: str = "nextjs") -> LocalTemplate:
@@ -39,4 +42,5 @@ def built_template(settings: Settings, name: str = "nextjs") -> LocalTemplate:
         start_cmd=manifest.start_cmd,
         port=manifest.port,
         env=dict(manifest.env),
+        ready_path=manifest.ready_path,
     )

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import dataclasses
 import os
 import signal
 import sys
@@ -28,6 +29,7 @@ from sandboxes.local.backend import LocalBackend
 from sandboxes.local.cgroups import SandboxCgroups
 from sandboxes.local.layout import Layout, cgroup_name, process_alive, read_state
 from sandboxes.local.sandbox import LocalSandbox
+from sandboxes.local.templates import LocalTemplate
 
 PROJECT_ROOT = Path(__file__).resolve().parents[2]
 
@@ -166,6 +168,31 @@ async def test_preview_serves_new_content(sandbox: LocalSandbox) -> None:
     await sandbox.files.write("index.html", "<h1>edited by the agent</h1>")
     second = await http_get(sandbox.preview_url(3000) + "/index.html")
     assert second.text == "<h1>edited by the agent</h1>"
+
+
+async def test_the_first_page_is_requested_as_soon_as_the_app_starts(
+    make_settings: Callable[..., Settings], tiny_template: LocalTemplate
+) -> None:
+    """Like E2B's compile_page.sh: the app compiles its first page before anyone opens it."""
+    warmed = dataclasses.replace(tiny_template, ready_path="/notes/readme.txt")
+    backend = LocalBackend(make_settings(), templates={"tiny": warmed, "plain": tiny_template})
+    sandbox, plain = await backend.create("tiny"), await backend.create("plain")
+    try:
+        log = ""
+        deadline = time.monotonic() + 30
+        while "warm-up request" not in log:
+            assert time.monotonic() < deadline, f"no warm-up request; start log: {log!r}"
+            await asyncio.sleep(0.1)
+            log = (await sandbox.commands.run("cat /tmp/qai-start.log")).stdout
+        # The app itself saw the request, and the daemon logged that it answered.
+        assert '"GET /notes/readme.txt HTTP/1.1" 200' in log
+        assert "warm-up request http://127.0.0.1:3000/notes/readme.txt answered 200" in log
+        # A template without a first page gets no request (its own start is well past by now).
+        await http_get(f"http://{plain.get_host(3000)}/index.html")
+        assert "warm-up" not in (await plain.commands.run("cat /tmp/qai-start.log")).stdout
+    finally:
+        await sandbox.kill()
+        await plain.kill()
 
 
 async def test_raw_tcp_relay_on_other_port(sandbox: LocalSandbox) -> None:
