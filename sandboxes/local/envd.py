@@ -456,7 +456,7 @@ async def warm(url: str, command: Command) -> None:
 
     deadline = time.monotonic() + WARM_SECONDS
     status = 0
-    while time.monotonic() < deadline and command.proc.poll() is None:
+    while time.monotonic() < deadline and command.exit_code is None:
         status = await asyncio.to_thread(get)
         if status == 200:
             break
