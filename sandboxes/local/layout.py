@@ -94,10 +94,10 @@ def process_start_time(pid: int) -> int | None:
     return int(data[data.rindex(b")") + 2 :].split()[19])
 
 
-def state_alive(state: dict[str, Any]) -> bool:
-    """True while a sandbox is unexpired and its supervisor is still the process that started."""
+def state_alive(state: dict[str, Any], margin: float = 0) -> bool:
+    """True while a sandbox has `margin` seconds left and its supervisor is the one that started."""
     supervisor = state.get("supervisor") or {}
-    return time.time() < state["expires_at"] and process_alive(
+    return time.time() < state["expires_at"] - margin and process_alive(
         supervisor.get("pid"), supervisor.get("start_time")
     )
 

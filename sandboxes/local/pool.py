@@ -25,7 +25,7 @@ import httpx
 import structlog
 
 from sandboxes.base import SandboxUnavailableError
-from sandboxes.local.layout import ID_PATTERN, Layout, process_alive, read_state, update_state
+from sandboxes.local.layout import ID_PATTERN, Layout, read_state, state_alive, update_state
 from sandboxes.local.sandbox import LocalSandbox
 from sandboxes.local.templates import LocalTemplate
 
@@ -149,9 +149,7 @@ class WarmPool:
                 continue
             if not self._matches(state, spec) or not layout.ready.exists():
                 continue  # another configuration's, or still being created
-            supervisor = state.get("supervisor") or {}
-            alive = process_alive(supervisor.get("pid"), supervisor.get("start_time"))
-            if not alive or time.time() > state["expires_at"] - REPLACE_BEFORE:
+            if not state_alive(state, margin=REPLACE_BEFORE):
                 stale.append(layout)
                 continue
             warm = (path / "warm").exists()
