@@ -17,7 +17,19 @@ from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Literal, overload
 
+from sandboxes.snapshot import (
+    HASH_COMMAND,
+    LIST_COMMAND,
+    MAX_FILE_BYTES,
+    WorkspaceSnapshot,
+    changed_paths,
+    parse_hashes,
+    parse_listing,
+)
+
 HOME = "/home/user"
+INSTALL_COMMAND = "npm install --no-audit --no-fund"
+INSTALL_TIMEOUT = 600
 
 OutputCallback = Callable[[str], Awaitable[None] | None]
 
@@ -200,6 +212,42 @@ class Sandbox(abc.ABC):
     @abc.abstractmethod
     async def is_running(self) -> bool: ...
 
+    async def snapshot(self, index: Mapping[str, str]) -> WorkspaceSnapshot:
+        """What the workspace changed relative to the template whose file hashes are `index`.
+
+        This generic way lists and hashes the workspace with two commands and reads the changed
+        files (E2B); the local backend reads its overlay's upper layer instead.
+        """
+        listing = parse_listing((await self.commands.run(LIST_COMMAND, timeout=120)).stdout)
+        hashes = parse_hashes((await self.commands.run(HASH_COMMAND, timeout=120)).stdout)
+        paths, symlinks, deleted = changed_paths(index, listing, hashes)
+        snapshot = WorkspaceSnapshot(symlinks=symlinks, deleted=deleted)
+        for path in paths:
+            if listing[path].size > MAX_FILE_BYTES:
+                snapshot.skipped.append(path)
+                continue
+            snapshot.files[path] = await self.files.read(path, format="bytes")
+            snapshot.modes[path] = listing[path].mode
+        return snapshot
+
+    async def restore(self, snapshot: WorkspaceSnapshot) -> CommandResult | None:
+        """Apply a snapshot to a workspace fresh from the template, deletions included.
+
+        When the package files differ from the template's, `npm install` runs before returning,
+        so the dev server finds the dependencies; its result is returned (a non-zero exit
+        raises `CommandFailedError`).
+        """
+        if snapshot.files:
+            await self.files.write_files(
+                [WriteEntry(path, data) for path, data in sorted(snapshot.files.items())]
+            )
+        script = snapshot.restore_script()
+        if script:
+            await self.commands.run(script, cwd=HOME, timeout=120)
+        if snapshot.needs_install():
+            return await self.commands.run(INSTALL_COMMAND, cwd=HOME, timeout=INSTALL_TIMEOUT)
+        return None
+
 
 @dataclass
 class SandboxBackend(abc.ABC):
@@ -224,6 +272,10 @@ class SandboxBackend(abc.ABC):
     @abc.abstractmethod
     async def find(self, metadata: Mapping[str, str]) -> list[str]:
         """Ids of running sandboxes whose metadata holds all these pairs (E2B's list query)."""
+
+    @abc.abstractmethod
+    async def template_index(self, template: str | None = None) -> dict[str, str]:
+        """sha256 of the template's files (see `sandboxes.snapshot.template_index`)."""
 
     async def start(self) -> None:  # noqa: B027 - optional hook, a no-op by default
         """Check the host and start background work (the local warm pool); the worker calls it."""

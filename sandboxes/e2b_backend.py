@@ -10,7 +10,9 @@ of its own beyond the SDK's defaults.
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
+import functools
 import posixpath
 from collections.abc import Iterator, Mapping
 from typing import Literal, NoReturn
@@ -283,6 +285,10 @@ class E2BBackend(SandboxBackend):
             return self.settings.qai_e2b_template
         return template
 
+    async def template_index(self, template: str | None = None) -> dict[str, str]:
+        """The E2B image is built from the same sources (and lock file) as the local template."""
+        return await asyncio.to_thread(_source_index, template or DEFAULT_TEMPLATE)
+
     async def create(
         self,
         template: str | None = None,
@@ -327,6 +333,15 @@ class E2BBackend(SandboxBackend):
 
     async def close(self) -> None:
         """Nothing to stop: E2B keeps no pool here (its templates start from a snapshot)."""
+
+
+@functools.cache
+def _source_index(name: str) -> dict[str, str]:
+    from sandboxes.snapshot import template_index
+    from sandboxes.template import NOT_COPIED, template_source
+
+    index = template_index(template_source(name))
+    return {path: digest for path, digest in index.items() if path not in NOT_COPIED}
 
 
 def _unavailable(message: str) -> NoReturn:

@@ -43,6 +43,7 @@ from sandboxes.local.registries import discover
 from sandboxes.local.sandbox import LocalSandbox
 from sandboxes.local.supervisor import failed_log, teardown
 from sandboxes.local.templates import LocalTemplate, built_template
+from sandboxes.snapshot import template_index
 
 log = structlog.get_logger(__name__)
 
@@ -75,6 +76,7 @@ class LocalBackend(SandboxBackend):
         self._started = False
         self._start_lock = asyncio.Lock()
         self.pool = WarmPool(self, settings.qai_sandbox_pool_size)
+        self._indexes: dict[str, dict[str, str]] = {}
 
     # ------------------------------------------------------------ startup
 
@@ -155,6 +157,12 @@ class LocalBackend(SandboxBackend):
         if name not in self.templates:
             self.templates[name] = await asyncio.to_thread(built_template, self.settings, name)
         return self.templates[name]
+
+    async def template_index(self, template: str | None = None) -> dict[str, str]:
+        spec = await self.template(template or POOL_TEMPLATE)
+        if spec.name not in self._indexes:
+            self._indexes[spec.name] = await asyncio.to_thread(template_index, spec.directory)
+        return self._indexes[spec.name]
 
     # ------------------------------------------------------------ interface
 

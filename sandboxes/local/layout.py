@@ -133,3 +133,8 @@ def update_state(path: Path, change: Callable[[dict[str, Any]], None]) -> dict[s
         change(state)
         write_state(path, state)
         return state
+
+
+def upper_dir(layout: Layout) -> Path:
+    """The overlay's upper layer: exactly what the sandbox changed relative to its template."""
+    return layout.disk / "upper"
