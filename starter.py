@@ -6,7 +6,8 @@
     python starter.py list
 
 `new` and `send` wait for the reply and show live progress; `--no-wait` returns at once with the
-ids, `--json` prints one JSON object. The exit status is 0 for a RESULT and 1 for an ERROR.
+ids, `--json` prints one JSON object. The exit status is 0 for a RESULT, 1 for an ERROR and 2 for
+bad input. Submitting and waiting are `submission.py`'s, shared with every other client.
 """
 
 from __future__ import annotations
@@ -14,21 +15,12 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
-import re
 import sys
-import time
 import uuid
 from collections.abc import Sequence
 from contextlib import AsyncExitStack
 from typing import Any
 
-from temporalio.client import (
-    Client,
-    WithStartWorkflowOperation,
-    WorkflowUpdateFailedError,
-    WorkflowUpdateStage,
-)
-from temporalio.common import WorkflowIDConflictPolicy
 from temporalio.service import RPCError
 
 from runtime.settings import Settings, settings_or_exit
@@ -37,47 +29,18 @@ from storage import queries
 from storage.db import Database
 from storage.errors import ProjectNotFoundError, StorageError
 from storage.models import Message, MessageRole
-from workflows.code_agent import CodeAgentWorkflow, RunProgress
-from workflows.project import (
-    MessageOutcome,
-    ProjectInput,
-    ProjectWorkflow,
-    SubmitMessage,
-    agent_run_workflow_id,
-    project_search_attributes,
-    project_workflow_id,
+from submission import (
+    InvalidSubmission,
+    Waiting,
+    check_project_id,
+    outcome_of,
+    submit_prompt,
+    wait_for_reply,
 )
+from workflows.project import MessageOutcome
 
-MAX_PROMPT_CHARS = 10_000
 EXIT_ERROR_REPLY = 1
 EXIT_USAGE = 2
-
-
-class UserError(Exception):
-    """A mistake in what the user typed: reported in one line, nothing written."""
-
-
-def check_prompt(prompt: str) -> str:
-    text = prompt.strip()
-    if not text:
-        raise UserError("the prompt is empty; describe the app you want")
-    if len(text) > MAX_PROMPT_CHARS:
-        raise UserError(
-            f"the prompt is {len(text):,} characters long; the limit is {MAX_PROMPT_CHARS:,}"
-        )
-    return text
-
-
-def check_project_id(value: str) -> uuid.UUID:
-    try:
-        return uuid.UUID(value)
-    except ValueError:
-        raise UserError(f"{value!r} is not a project id (ids look like {uuid.uuid4()})") from None
-
-
-def project_name(prompt: str) -> str:
-    words = re.findall(r"[a-z0-9]+", prompt.lower())[:4]
-    return "-".join(words) or "project"
 
 
 def ui_link(settings: Settings, workflow_id: str) -> str:
@@ -93,19 +56,20 @@ class Progress:
     def __init__(self, enabled: bool) -> None:
         self._enabled = enabled
         self._last = ""
-        self._started = time.monotonic()
 
-    def show(self, progress: RunProgress | None) -> None:
+    def show(self, waiting: Waiting) -> None:
         if not self._enabled:
             return
-        elapsed = time.monotonic() - self._started
-        if progress is None or progress.iteration == 0:
+        progress = waiting.progress
+        if waiting.no_worker and (progress is None or progress.iteration == 0):
+            text = waiting.no_worker
+        elif progress is None or progress.iteration == 0:
             text = f"waiting for the agent ({progress.phase if progress else 'queued'})"
         else:
             text = f"iteration {progress.iteration} of {progress.max_iterations}"
             text += f" · running {progress.current_tool}" if progress.current_tool else ""
             text += f" · {progress.phase}" if not progress.current_tool else ""
-        line = f"{text} · {elapsed:.0f}s"
+        line = f"{text} · {waiting.elapsed:.0f}s"
         if sys.stderr.isatty():
             sys.stderr.write("\r\033[K" + line)
             sys.stderr.flush()
@@ -119,54 +83,6 @@ class Progress:
             sys.stderr.flush()
 
 
-async def _watch(client: Client, message_id: uuid.UUID, progress: Progress) -> None:
-    handle = client.get_workflow_handle(agent_run_workflow_id(message_id))
-    while True:
-        try:
-            state = await handle.query(CodeAgentWorkflow.progress)
-        except RPCError:
-            state = None  # not started yet: the message is queued behind another one
-        progress.show(state)
-        await asyncio.sleep(0.5)
-
-
-async def submit(
-    client: Client,
-    settings: Settings,
-    project_id: uuid.UUID,
-    message_id: uuid.UUID,
-    *,
-    wait: bool,
-    show_progress: bool,
-) -> MessageOutcome | None:
-    """Hand the message to the project's entity workflow, starting it if needed."""
-    start = WithStartWorkflowOperation(
-        ProjectWorkflow.run,
-        ProjectInput(project_id=project_id, idle_timeout_seconds=settings.qai_sandbox_timeout),
-        id=project_workflow_id(project_id),
-        task_queue=settings.qai_task_queue,
-        id_conflict_policy=WorkflowIDConflictPolicy.USE_EXISTING,
-        search_attributes=project_search_attributes(project_id),
-        static_summary=f"project {project_id}",
-    )
-    update = await client.start_update_with_start_workflow(
-        ProjectWorkflow.submit,
-        SubmitMessage(message_id=message_id),
-        start_workflow_operation=start,
-        wait_for_stage=WorkflowUpdateStage.ACCEPTED,
-        id=f"submit-{message_id}",
-    )
-    if not wait:
-        return None
-    progress = Progress(show_progress)
-    watcher = asyncio.create_task(_watch(client, message_id, progress))
-    try:
-        return await update.result()
-    finally:
-        watcher.cancel()
-        progress.done()
-
-
 def _fragment_json(message: Message | None) -> dict[str, Any] | None:
     if message is None or message.fragment is None:
         return None
@@ -175,11 +91,6 @@ def _fragment_json(message: Message | None) -> dict[str, Any] | None:
         "title": message.fragment.title,
         "files": message.fragment.files,
     }
-
-
-async def _reply(db: Database, outcome: MessageOutcome) -> Message | None:
-    async with db.session() as session:
-        return await queries.get_reply(session, outcome.message_id)
 
 
 def _print_outcome(
@@ -198,44 +109,31 @@ def _print_outcome(
 
 
 async def _create_or_send(args: argparse.Namespace, settings: Settings, db: Database) -> int:
-    prompt = check_prompt(args.prompt)
     project_id = check_project_id(args.project_id) if args.command == "send" else None
-    if project_id is not None:
-        async with db.session() as session:
-            if await queries.get_project(session, project_id) is None:
-                raise ProjectNotFoundError(project_id)
-    # Reach Temporal before writing anything, so a message is never stored without a run.
     client = await connect_temporal(settings.temporal_address, settings.temporal_namespace)
-    async with db.session() as session:
-        if project_id is None:
-            project, message = await queries.create_project(session, project_name(prompt), prompt)
-            project_id = project.id
-        else:
-            message = await queries.add_user_message(session, project_id, prompt)
-        await session.commit()
-    outcome = await submit(
-        client,
-        settings,
-        project_id,
-        message.id,
-        wait=not args.no_wait,
-        show_progress=not args.json,
-    )
-    if outcome is None:
+    submitted = await submit_prompt(client, db, settings, args.prompt, project_id=project_id)
+    if args.no_wait:
         ids = {
-            "project_id": str(project_id),
-            "message_id": str(message.id),
-            "workflow_id": agent_run_workflow_id(message.id),
+            "project_id": str(submitted.project_id),
+            "message_id": str(submitted.message_id),
+            "workflow_id": submitted.workflow_id,
         }
         print(json.dumps(ids) if args.json else "\n".join(f"{k}: {v}" for k, v in ids.items()))
         return 0
-    reply = await _reply(db, outcome)
+    progress = Progress(not args.json)
+    try:
+        reply = await wait_for_reply(
+            client, db, settings, submitted.message_id, on_wait=progress.show
+        )
+    finally:
+        progress.done()
+    outcome = outcome_of(reply, submitted.message_id)
     if args.json:
         print(
             json.dumps(
                 {
-                    "project_id": str(project_id),
-                    "message_id": str(message.id),
+                    "project_id": str(submitted.project_id),
+                    "message_id": str(submitted.message_id),
                     "workflow_id": outcome.workflow_id,
                     "status": outcome.status.value,
                     "content": outcome.content,
@@ -245,7 +143,7 @@ async def _create_or_send(args: argparse.Namespace, settings: Settings, db: Data
             )
         )
     else:
-        _print_outcome(settings, project_id, outcome, reply)
+        _print_outcome(settings, submitted.project_id, outcome, reply)
     return 0 if outcome.status.value == "RESULT" else EXIT_ERROR_REPLY
 
 
@@ -358,12 +256,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     configure_logging(settings.qai_log_format, "WARNING")
     try:
         return asyncio.run(run(args, settings))
-    except (UserError, ProjectNotFoundError) as error:
+    except (InvalidSubmission, ProjectNotFoundError) as error:
         print(f"qai: {error}", file=sys.stderr)
         return EXIT_USAGE
-    except WorkflowUpdateFailedError as error:
-        print(f"qai: the project workflow rejected the message: {error.cause}", file=sys.stderr)
-        return EXIT_ERROR_REPLY
     except (TemporalConnectionError, StorageError) as error:
         print(f"qai: {error}", file=sys.stderr)
         return EXIT_ERROR_REPLY

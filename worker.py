@@ -46,10 +46,12 @@ def activities_for(services: Services) -> list[Any]:
     return [
         sandbox.acquire_sandbox,
         sandbox.hydrate_sandbox,
+        sandbox.restore_workspace,
         sandbox.extend_sandbox,
         llm.agent_turn,
         llm.generate_title,
         tools.run_tool,
+        persistence.record_message,
         persistence.start_run,
         persistence.save_reply,
     ]

@@ -7,6 +7,10 @@ from temporalio.exceptions import ApplicationError
 from sandboxes.base import SandboxError, SandboxNotFoundError
 
 
+SANDBOX_GONE = f"Sandbox{SandboxNotFoundError.__name__}"
+"""The ApplicationError type of a sandbox that stopped (killed or expired): a run replaces it."""
+
+
 def sandbox_failure(error: SandboxError, doing: str) -> ApplicationError:
     """Turn a sandbox error into an ApplicationError whose message a user can read."""
     if isinstance(error, SandboxNotFoundError):

@@ -25,6 +25,10 @@ NUDGE = (
 )
 
 
+TITLE_TIMEOUT_SECONDS = 15.0
+"""The title is optional: a slow title model must never hold up (or fail) a finished run."""
+
+
 class AgentTurnInput(BaseModel):
     run_id: uuid.UUID
     iteration: int = Field(ge=1)
@@ -68,6 +72,27 @@ def _result(entry: transcript.TranscriptEntry, *, replayed: bool) -> AgentTurnRe
     )
 
 
+def unique_tool_call_ids(ids: list[str | None], iteration: int, taken: set[str]) -> list[str]:
+    """The model's tool-call ids, with empty or repeated ones replaced by fresh unique ids.
+
+    Each tool result is stored and answered under its call's id, so two calls sharing one (or
+    having none) would leave one unrun. The transcript keeps the replaced ids, so the model sees
+    every call answered under its own id.
+    """
+    seen = set(taken)
+    unique = []
+    for index, call_id in enumerate(ids):
+        if not call_id or call_id in seen:
+            base = f"call_{iteration}_{index}"
+            call_id, n = base, 1
+            while call_id in seen:
+                n += 1
+                call_id = f"{base}_{n}"
+        seen.add(call_id)
+        unique.append(call_id)
+    return unique
+
+
 class LlmActivities:
     def __init__(self, services: Services) -> None:
         self._services = services
@@ -104,20 +129,24 @@ class LlmActivities:
             raise classify_llm_error(error) from error
         choice = completion.choices[0].message
         message: dict = {"role": "assistant", "content": choice.content or ""}
-        if choice.tool_calls:
-            message["tool_calls"] = [
-                {
-                    "id": call.id,
-                    "type": "function",
-                    "function": {
-                        "name": call.function.name,
-                        "arguments": call.function.arguments,
-                    },
-                }
-                for call in choice.tool_calls
-            ]
         tokens = usage_of(completion)
         async with db.session() as session:
+            if choice.tool_calls:
+                taken = await transcript.tool_call_ids(session, input.run_id)
+                ids = unique_tool_call_ids(
+                    [call.id for call in choice.tool_calls], input.iteration, taken
+                )
+                message["tool_calls"] = [
+                    {
+                        "id": call_id,
+                        "type": "function",
+                        "function": {
+                            "name": call.function.name,
+                            "arguments": call.function.arguments,
+                        },
+                    }
+                    for call_id, call in zip(ids, choice.tool_calls, strict=True)
+                ]
             entry = await transcript.append_entry(
                 session,
                 input.run_id,
@@ -146,6 +175,7 @@ class LlmActivities:
                     {"role": "user", "content": input.summary[:2000]},
                 ],
                 max_tokens=20,
+                request_timeout=TITLE_TIMEOUT_SECONDS,
             )
         except APIError as error:
             activity.logger.warning("title model failed; using the fallback", exc_info=error)

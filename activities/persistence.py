@@ -14,7 +14,7 @@ from activities.services import Services
 from agent.prompt import system_prompt
 from conversation import build_conversation_payload, load_project_conversation_context
 from sandboxes.template import load_manifest
-from storage import queries, transcript
+from storage import queries, snapshots, transcript
 from storage.errors import MessageNotFoundError, ProjectNotFoundError
 from storage.models import FragmentData, MessageRole, MessageType
 
@@ -35,6 +35,22 @@ class StartRunResult(BaseModel):
     prompt: str
     """The user's request (for the fallback title); short by the starter's input checks."""
     previous_files: int
+    restorable: bool = False
+    """The project has a workspace snapshot (or files) that a new sandbox must get back."""
+    max_sandbox_replacements: int = 0
+
+
+class RecordMessageInput(BaseModel):
+    project_id: uuid.UUID
+    message_id: uuid.UUID
+    prompt: str
+    new_project_name: str | None = None
+    """Set for a project's first message: the project row is created with this name."""
+
+
+class RecordedMessage(BaseModel):
+    answered: bool
+    """The message already has its reply (a resubmission): there is nothing to run."""
 
 
 class ReplyStatus(StrEnum):
@@ -68,6 +84,22 @@ def _permanent(error: Exception) -> ApplicationError:
 class PersistenceActivities:
     def __init__(self, services: Services) -> None:
         self._services = services
+
+    @activity.defn(name="record_message")
+    async def record_message(self, input: RecordMessageInput) -> RecordedMessage:
+        """Write the USER row under the client's id, so no submitted message goes unrecorded."""
+        async with self._services.db.session() as session:
+            try:
+                answered = await queries.record_user_message(
+                    session,
+                    project_id=input.project_id,
+                    message_id=input.message_id,
+                    content=input.prompt,
+                    new_project_name=input.new_project_name,
+                )
+            except (ProjectNotFoundError, MessageNotFoundError) as error:
+                raise _permanent(error) from error
+        return RecordedMessage(answered=answered)
 
     @activity.defn(name="start_run")
     async def start_run(self, input: StartRunInput) -> StartRunResult:
@@ -108,6 +140,7 @@ class PersistenceActivities:
             await transcript.start(session, input.run_id, system=system, user=payload)
             await session.commit()
             previous = context.latest_fragment
+            snapshot = await snapshots.latest(session, input.project_id, up_to_run=input.run_id)
         settings = self._services.settings
         return StartRunResult(
             model=settings.qai_model,
@@ -116,6 +149,8 @@ class PersistenceActivities:
             llm_timeout_seconds=settings.qai_llm_timeout,
             prompt=user_message.content,
             previous_files=len(previous.files) if previous else 0,
+            restorable=snapshot is not None or bool(previous and previous.files),
+            max_sandbox_replacements=settings.qai_sandbox_replacements,
         )
 
     @activity.defn(name="save_reply")
@@ -149,13 +184,21 @@ class PersistenceActivities:
         )
 
     async def _fragment(self, session: AsyncSession, input: SaveReplyInput) -> FragmentData:
-        """Every file the agent has: the previous fragment's, overwritten by this run's."""
-        context = await load_project_conversation_context(session, input.project_id)
-        # Runs of one project are serialised, so the latest fragment is the previous run's
-        # (or, on a retry after saving, this run's own, which holds the same files).
-        previous = context.latest_fragment
-        files = dict(previous.files) if previous else {}
-        files.update(await transcript.written_files(session, input.run_id))
+        """The app's source files: what the project changed or added relative to the template.
+
+        They come from the workspace snapshot, so files made by commands count too. A project
+        from before snapshots falls back to the previous fragment plus what this run wrote.
+        """
+        snapshot = await snapshots.latest(session, input.project_id, up_to_run=input.run_id)
+        if snapshot is not None:
+            files = snapshot.source_files()
+        else:
+            context = await load_project_conversation_context(session, input.project_id)
+            # Runs of one project are serialised, so the latest fragment is the previous run's
+            # (or, on a retry after saving, this run's own, which holds the same files).
+            previous = context.latest_fragment
+            files = dict(previous.files) if previous else {}
+            files.update(await transcript.written_files(session, input.run_id))
         return FragmentData(
             sandbox_url=input.sandbox_url or "",
             title=input.title or "Untitled App",

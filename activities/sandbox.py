@@ -10,8 +10,18 @@ from temporalio import activity
 from activities.errors import sandbox_failure
 from activities.heartbeat import heartbeating
 from activities.services import Services
+from agent.tools import bound
 from conversation import load_project_conversation_context
-from sandboxes.base import Sandbox, SandboxError, SandboxNotFoundError, WriteEntry
+from sandboxes.base import (
+    INSTALL_COMMAND,
+    CommandFailedError,
+    Sandbox,
+    SandboxError,
+    SandboxNotFoundError,
+    WriteEntry,
+)
+from sandboxes.snapshot import WorkspaceSnapshot
+from storage import snapshots
 
 PREVIEW_PORT = 3000
 REQUEST_KEY = "qai_request"
@@ -40,6 +50,22 @@ class HydrateSandboxInput(BaseModel):
 
 class HydrateResult(BaseModel):
     files_written: int
+
+
+class RestoreWorkspaceInput(BaseModel):
+    project_id: uuid.UUID
+    run_id: uuid.UUID
+    """The run the sandbox is for: its own snapshot counts, later messages' do not."""
+    sandbox_id: str
+
+
+class RestoredWorkspace(BaseModel):
+    files: int
+    deleted: int
+    installed: bool
+    """`npm install` ran because the package files differ from the template's."""
+    problem: str | None = None
+    """What could not be brought back (a failed install), in words for the model."""
 
 
 class ExtendSandboxInput(BaseModel):
@@ -108,7 +134,7 @@ class SandboxActivities:
 
     @activity.defn(name="hydrate_sandbox")
     async def hydrate_sandbox(self, input: HydrateSandboxInput) -> HydrateResult:
-        """Write the latest fragment's files into a new sandbox so the preview comes back."""
+        """Write the latest fragment's files into a new sandbox (runs from before snapshots)."""
         async with self._services.db.session() as session:
             context = await load_project_conversation_context(session, input.project_id)
         fragment = context.latest_fragment
@@ -121,6 +147,42 @@ class SandboxActivities:
         except SandboxError as error:
             raise sandbox_failure(error, "restoring the project's files") from error
         return HydrateResult(files_written=len(entries))
+
+    @activity.defn(name="restore_workspace")
+    async def restore_workspace(self, input: RestoreWorkspaceInput) -> RestoredWorkspace:
+        """Give a new sandbox the project's workspace back: changes, deletions, dependencies.
+
+        Restoring is idempotent (the same writes, removals and install), so a retry is safe.
+        """
+        async with self._services.db.session() as session:
+            snapshot = await snapshots.latest(session, input.project_id, up_to_run=input.run_id)
+            if snapshot is None:  # a project from before snapshots: its fragment's files
+                context = await load_project_conversation_context(session, input.project_id)
+                fragment = context.latest_fragment
+                files = fragment.files if fragment else {}
+                snapshot = WorkspaceSnapshot(
+                    files={path: content.encode() for path, content in files.items()}
+                )
+        problem = None
+        try:
+            sandbox = await self._services.sandboxes.connect(input.sandbox_id)
+            async with heartbeating():
+                try:
+                    installed = await sandbox.restore(snapshot)
+                except CommandFailedError as failed:
+                    installed = failed.result
+                    problem = (
+                        f"`{INSTALL_COMMAND}` failed with exit code {failed.exit_code} while "
+                        f"restoring the workspace:\n{bound(failed.stderr or failed.stdout, 2000)}"
+                    )
+        except SandboxError as error:
+            raise sandbox_failure(error, "restoring the project's files") from error
+        return RestoredWorkspace(
+            files=len(snapshot.files),
+            deleted=len(snapshot.deleted),
+            installed=installed is not None,
+            problem=problem,
+        )
 
     @activity.defn(name="extend_sandbox")
     async def extend_sandbox(self, input: ExtendSandboxInput) -> None:

@@ -13,7 +13,14 @@ from activities.heartbeat import heartbeating
 from activities.services import Services
 from agent.tools import execute_tool
 from sandboxes.base import SandboxError
-from storage import transcript
+from storage import snapshots, transcript
+
+RESTARTED_NOTE = (
+    "Note: the sandbox stopped and this environment was restarted. The workspace was restored "
+    "as of the last completed tool call (files, deletions and npm dependencies); running "
+    "processes and anything outside /home/user were not kept. This call ran again on the new "
+    "sandbox."
+)
 
 
 class ToolCallInput(BaseModel):
@@ -21,6 +28,10 @@ class ToolCallInput(BaseModel):
     sandbox_id: str
     iteration: int
     tool_call_id: str
+    project_id: uuid.UUID | None = None
+    """The run's project, for its workspace snapshot (None from runs started before them)."""
+    restarted: str | None = None
+    """Set when the sandbox was replaced just before this call: what to tell the model."""
 
 
 class ToolCallResult(BaseModel):
@@ -30,6 +41,8 @@ class ToolCallResult(BaseModel):
     """A few words for progress and the Web UI; the full result is in the transcript."""
     files_in_run: int = 0
     """Distinct files this run has written so far, tool calls before this one included."""
+    workspace_files: int = 0
+    """Files the project has changed or added relative to the template, after this call."""
 
 
 class ToolActivities:
@@ -61,12 +74,19 @@ class ToolActivities:
                 files = await transcript.file_count(session, input.run_id)
                 return ToolCallResult(name=name, ok=True, brief="already done", files_in_run=files)
 
+        backend = self._services.sandboxes
+        snapshot = None
         try:
-            sandbox = await self._services.sandboxes.connect(input.sandbox_id)
+            sandbox = await backend.connect(input.sandbox_id)
             async with heartbeating(5.0, name):
                 outcome = await execute_tool(sandbox, name, call["function"].get("arguments", ""))
+                if input.project_id is not None:
+                    snapshot = await sandbox.snapshot(await backend.template_index())
         except SandboxError as error:
             raise sandbox_failure(error, f"running {name}") from error
+        content = outcome.content
+        if input.restarted:
+            content = f"{input.restarted}\n\n{content}"
 
         async with db.session() as session:
             await transcript.append_entry(
@@ -75,13 +95,23 @@ class ToolActivities:
                 role="tool",
                 iteration=input.iteration,
                 tool_call_id=input.tool_call_id,
-                message={
-                    "role": "tool",
-                    "tool_call_id": input.tool_call_id,
-                    "content": outcome.content,
-                },
+                message={"role": "tool", "tool_call_id": input.tool_call_id, "content": content},
             )
             await transcript.record_files(session, input.run_id, outcome.written)
+            if snapshot is not None and input.project_id is not None:
+                await snapshots.save(
+                    session,
+                    project_id=input.project_id,
+                    run_id=input.run_id,
+                    snapshot=snapshot,
+                    tool_call_id=input.tool_call_id,
+                )
             files = await transcript.file_count(session, input.run_id)
             await session.commit()
-        return ToolCallResult(name=name, ok=outcome.ok, brief=outcome.brief, files_in_run=files)
+        return ToolCallResult(
+            name=name,
+            ok=outcome.ok,
+            brief=outcome.brief,
+            files_in_run=files,
+            workspace_files=len(snapshot.files) if snapshot else 0,
+        )

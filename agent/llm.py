@@ -104,6 +104,7 @@ async def chat_completion(
     temperature: float | None = None,
     max_tokens: int | None = None,
     parallel_tool_calls: bool | None = None,
+    request_timeout: float | None = None,
 ) -> ChatCompletion:
     """One non-streaming Chat Completions call; None arguments are left out of the request.
 
@@ -119,6 +120,8 @@ async def chat_completion(
             options["parallel_tool_calls"] = parallel_tool_calls
     if temperature is not None:
         options["temperature"] = temperature
+    if request_timeout is not None:  # shorter than the client's own, for optional calls
+        options["timeout"] = request_timeout
     if max_tokens is not None:
         options["max_tokens"] = max_tokens
     completion = await client.chat.completions.create(

@@ -94,6 +94,13 @@ class Settings(BaseSettings):
         ),
     )
 
+    qai_sandbox_replacements: int = Field(
+        default=2,
+        ge=0,
+        le=10,
+        description="Sandboxes a run may replace when one dies mid-run, before it ends in an ERROR.",
+    )
+
     # Local files and logs
     qai_data_dir: Path = Field(
         default=Path(".qai"),

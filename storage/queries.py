@@ -10,6 +10,7 @@ import uuid
 from dataclasses import dataclass
 
 from sqlalchemy import func, select
+from sqlalchemy.dialects.postgresql import insert
 from sqlalchemy.ext.asyncio import AsyncSession
 from sqlalchemy.orm import selectinload
 
@@ -67,6 +68,50 @@ async def add_user_message(session: AsyncSession, project_id: uuid.UUID, content
         await session.rollback()
         raise
     return message
+
+
+async def record_user_message(
+    session: AsyncSession,
+    *,
+    project_id: uuid.UUID,
+    message_id: uuid.UUID,
+    content: str,
+    new_project_name: str | None = None,
+) -> bool:
+    """Write a USER message under the id its client chose, once; True if it is already answered.
+
+    With `new_project_name` the project is created first when missing. Calling this again with
+    the same ids changes nothing, so the workflow that records messages can retry freely.
+    """
+    try:
+        if new_project_name is not None:
+            await session.execute(
+                insert(Project)
+                .values(id=project_id, name=new_project_name)
+                .on_conflict_do_nothing(index_elements=[Project.id])
+            )
+        project = await _project_for_update(session, project_id)
+        existing = await session.get(Message, message_id, populate_existing=True)
+        if existing is None:
+            session.add(
+                Message(
+                    id=message_id,
+                    project_id=project_id,
+                    role=MessageRole.USER,
+                    type=MessageType.RESULT,
+                    content=content,
+                    fragment=None,
+                )
+            )
+            project.updated_at = func.clock_timestamp()
+        elif existing.project_id != project_id or existing.role != MessageRole.USER:
+            raise MessageNotFoundError(message_id, f"is not a USER message of project {project_id}")
+        answered = existing is not None and await get_reply(session, message_id) is not None
+        await session.commit()
+    except BaseException:
+        await session.rollback()
+        raise
+    return answered
 
 
 async def get_project(session: AsyncSession, project_id: uuid.UUID) -> Project | None:

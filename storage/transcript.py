@@ -187,6 +187,18 @@ async def assistant_turn(
     return await _find(session, run_id, role="assistant", iteration=iteration, tool_call_id=None)
 
 
+async def tool_call_ids(session: AsyncSession, run_id: uuid.UUID) -> set[str]:
+    """Ids of every tool call the model made in this run so far."""
+    query = sa.select(TranscriptEntry.message).where(
+        TranscriptEntry.run_id == run_id, TranscriptEntry.role == "assistant"
+    )
+    return {
+        call["id"]
+        for message in (await session.execute(query)).scalars()
+        for call in message.get("tool_calls") or []
+    }
+
+
 async def tool_result(
     session: AsyncSession, run_id: uuid.UUID, tool_call_id: str
 ) -> TranscriptEntry | None:

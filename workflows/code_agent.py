@@ -17,7 +17,14 @@ from temporalio.exceptions import ActivityError, ApplicationError
 from temporalio.exceptions import TimeoutError as StepTimeoutError
 
 with workflow.unsafe.imports_passed_through():
-    from activities.llm import AgentTurnInput, AgentTurnResult, LlmActivities, TitleInput
+    from activities.errors import SANDBOX_GONE
+    from activities.llm import (
+        AgentTurnInput,
+        AgentTurnResult,
+        LlmActivities,
+        TitleInput,
+        ToolCallRef,
+    )
     from activities.persistence import (
         PersistenceActivities,
         ReplyStatus,
@@ -30,10 +37,13 @@ with workflow.unsafe.imports_passed_through():
         AcquireSandboxInput,
         ExtendSandboxInput,
         HydrateSandboxInput,
+        RestoredWorkspace,
+        RestoreWorkspaceInput,
         SandboxActivities,
         SandboxLease,
     )
-    from activities.tools import ToolActivities, ToolCallInput, ToolCallResult
+    from activities.tools import RESTARTED_NOTE, ToolActivities, ToolCallInput, ToolCallResult
+    from agent.prompt import fallback_title
 
 
 class AgentRunInput(BaseModel):
@@ -72,6 +82,23 @@ MODEL_RETRY = RetryPolicy(
 # A worker that dies mid-activity is noticed within this, and the activity retried elsewhere.
 HEARTBEAT = timedelta(seconds=15)
 SANDBOX_RETRY = RetryPolicy(initial_interval=timedelta(seconds=2), maximum_attempts=3)
+TITLE_SECONDS = 20
+"""The title activity's whole budget; the model call inside has its own, shorter timeout."""
+
+# Changes to the commands a run issues; runs started before them replay the old way.
+REPLACE_SANDBOX_PATCH = "workspace-snapshots"
+"""Snapshots restore a new sandbox, and a sandbox that dies mid-run is replaced."""
+OPTIONAL_STEPS_PATCH = "optional-steps-never-fail"
+"""The preview is checked before the RESULT is saved; the title can only fall back."""
+
+
+class SandboxKeptDying(Exception):
+    """The run replaced its sandbox as often as allowed and the new one died too."""
+
+
+def _sandbox_gone(error: ActivityError) -> bool:
+    cause = error.cause
+    return isinstance(cause, ApplicationError) and cause.type == SANDBOX_GONE
 
 
 def _failure_text(error: ActivityError) -> str:
@@ -95,6 +122,7 @@ class CodeAgentWorkflow:
             tool_calls=0,
             started_at=None,
         )
+        self._replacements = 0
 
     @workflow.query
     def progress(self) -> RunProgress:
@@ -125,6 +153,7 @@ class CodeAgentWorkflow:
         summary: str | None = None
         files_in_run = 0
         iteration = 0
+        self._replacements = 0
         try:
             while iteration < run.max_iterations and summary is None:
                 iteration += 1
@@ -142,22 +171,12 @@ class CodeAgentWorkflow:
                 for call in turn.tool_calls:
                     self._progress.phase = "tool"
                     self._progress.current_tool = call.name
-                    result: ToolCallResult = await workflow.execute_activity_method(
-                        ToolActivities.run_tool,
-                        ToolCallInput(
-                            run_id=input.message_id,
-                            sandbox_id=lease.sandbox_id,
-                            iteration=iteration,
-                            tool_call_id=call.id,
-                        ),
-                        start_to_close_timeout=timedelta(minutes=6),
-                        heartbeat_timeout=HEARTBEAT,
-                        retry_policy=SANDBOX_RETRY,
-                        summary=f"iteration {iteration}: {call.name}",
-                    )
+                    result, lease = await self._run_tool(input, run, lease, iteration, call)
                     self._progress.tool_calls += 1
-                    files_in_run = max(files_in_run, result.files_in_run)
+                    files_in_run = max(files_in_run, result.files_in_run, result.workspace_files)
                 summary = turn.summary
+        except SandboxKeptDying as gave_up:
+            return await self._save_error(input, None, str(gave_up), iteration)
         except ActivityError as error:
             return await self._save_error(input, lease, _failure_text(error), iteration)
 
@@ -168,7 +187,7 @@ class CodeAgentWorkflow:
                 "task. Try a smaller or more specific request."
             )
             return await self._save_error(input, lease, text, iteration)
-        if run.previous_files + files_in_run == 0:
+        if run.previous_files + files_in_run == 0 and not run.restorable:
             text = (
                 "The agent finished without writing any files, so there is nothing to preview. "
                 "Describe the app you want in more detail."
@@ -176,31 +195,126 @@ class CodeAgentWorkflow:
             return await self._save_error(input, lease, text, iteration)
 
         self._progress.phase = "saving"
-        title = await workflow.execute_activity_method(
-            LlmActivities.generate_title,
-            TitleInput(
-                run_id=input.message_id, model=run.title_model, summary=summary, prompt=run.prompt
-            ),
-            start_to_close_timeout=timedelta(seconds=60),
-            retry_policy=RetryPolicy(maximum_attempts=2),
-            summary="title",
-        )
+        if not workflow.patched(OPTIONAL_STEPS_PATCH):  # runs from before this change
+            title = await self._title(input, run, summary, may_fail=True)
+            saved = await self._save(
+                input, lease, ReplyStatus.RESULT, summary, iteration, title=title
+            )
+            await self._extend(input, lease)
+            return self._result(saved, lease, title, iteration)
+        # The app is finished: nothing optional may lose it. The sandbox is checked first (and
+        # replaced if it died), so the saved preview serves the app.
+        try:
+            lease = await self._keep_alive(input, run, lease)
+        except SandboxKeptDying as gave_up:
+            workflow.logger.warning("saving the result without a live preview: %s", gave_up)
+        except ActivityError as error:
+            workflow.logger.warning("saving the result without a live preview: %s", error)
+        title = await self._title(input, run, summary, may_fail=False)
         saved = await self._save(input, lease, ReplyStatus.RESULT, summary, iteration, title=title)
-        await self._extend(input, lease)
         return self._result(saved, lease, title, iteration)
 
+    async def _run_tool(
+        self,
+        input: AgentRunInput,
+        run: StartRunResult,
+        lease: SandboxLease,
+        iteration: int,
+        call: ToolCallRef,
+    ) -> tuple[ToolCallResult, SandboxLease]:
+        """Run one tool call; if the sandbox died, replace it and run the call on the new one."""
+        restarted: str | None = None
+        while True:
+            try:
+                result: ToolCallResult = await workflow.execute_activity_method(
+                    ToolActivities.run_tool,
+                    ToolCallInput(
+                        run_id=input.message_id,
+                        sandbox_id=lease.sandbox_id,
+                        iteration=iteration,
+                        tool_call_id=call.id,
+                        project_id=input.project_id,
+                        restarted=restarted,
+                    ),
+                    start_to_close_timeout=timedelta(minutes=6),
+                    heartbeat_timeout=HEARTBEAT,
+                    retry_policy=SANDBOX_RETRY,
+                    summary=f"iteration {iteration}: {call.name}",
+                )
+                return result, lease
+            except ActivityError as error:
+                if not _sandbox_gone(error) or not workflow.patched(REPLACE_SANDBOX_PATCH):
+                    raise
+                lease, restarted = await self._replace(input, run)
+                self._progress.phase = "tool"
+
+    async def _replace(self, input: AgentRunInput, run: StartRunResult) -> tuple[SandboxLease, str]:
+        """A new sandbox with the workspace as of the last completed tool call, and the note
+        that tells the model its environment restarted."""
+        if self._replacements >= run.max_sandbox_replacements:
+            raise SandboxKeptDying(
+                f"The sandbox stopped {self._replacements + 1} times during this run, so the run "
+                "gave up. Everything up to the last completed step is saved; send your message "
+                "again to continue."
+            )
+        self._replacements += 1
+        self._progress.phase = "sandbox"
+        workflow.logger.warning("the sandbox died; replacing it (%d)", self._replacements)
+        lease = await self._acquire(input, sandbox_id=None)
+        restored = await self._restore(input, lease)
+        if restored.problem is None:
+            return lease, RESTARTED_NOTE
+        return lease, f"{RESTARTED_NOTE}\n{restored.problem}"
+
+    async def _keep_alive(
+        self, input: AgentRunInput, run: StartRunResult, lease: SandboxLease
+    ) -> SandboxLease:
+        """Extend the preview's lifetime; a sandbox found dead is replaced and restored."""
+        try:
+            await workflow.execute_activity_method(
+                SandboxActivities.extend_sandbox,
+                ExtendSandboxInput(project_id=input.project_id, sandbox_id=lease.sandbox_id),
+                start_to_close_timeout=timedelta(seconds=30),
+                retry_policy=SANDBOX_RETRY,
+                summary="keep the preview alive",
+            )
+        except ActivityError as error:
+            if not _sandbox_gone(error):
+                raise
+            lease, _ = await self._replace(input, run)
+        return lease
+
+    async def _title(
+        self, input: AgentRunInput, run: StartRunResult, summary: str, *, may_fail: bool
+    ) -> str:
+        """A short title; any failure of the optional title call falls back to the prompt."""
+        try:
+            return await workflow.execute_activity_method(
+                LlmActivities.generate_title,
+                TitleInput(
+                    run_id=input.message_id,
+                    model=run.title_model,
+                    summary=summary,
+                    prompt=run.prompt,
+                ),
+                start_to_close_timeout=timedelta(seconds=60 if may_fail else TITLE_SECONDS),
+                retry_policy=RetryPolicy(maximum_attempts=2),
+                summary="title",
+            )
+        except ActivityError as error:
+            if may_fail:
+                raise
+            workflow.logger.warning("no title from the model: %s", _failure_text(error))
+            return fallback_title(summary, run.prompt)
+
     async def _sandbox(self, input: AgentRunInput, run: StartRunResult) -> SandboxLease:
-        lease: SandboxLease = await workflow.execute_activity_method(
-            SandboxActivities.acquire_sandbox,
-            AcquireSandboxInput(
-                project_id=input.project_id, run_id=input.message_id, sandbox_id=input.sandbox_id
-            ),
-            start_to_close_timeout=timedelta(minutes=3),
-            heartbeat_timeout=timedelta(seconds=60),
-            retry_policy=SANDBOX_RETRY,
-            summary="reuse sandbox" if input.sandbox_id else "create sandbox",
-        )
-        if lease.fresh and run.previous_files:
+        lease = await self._acquire(input, sandbox_id=input.sandbox_id)
+        if not lease.fresh:
+            return lease
+        if workflow.patched(REPLACE_SANDBOX_PATCH):
+            if run.restorable:
+                await self._restore(input, lease)
+        elif run.previous_files:
             await workflow.execute_activity_method(
                 SandboxActivities.hydrate_sandbox,
                 HydrateSandboxInput(
@@ -213,6 +327,31 @@ class CodeAgentWorkflow:
                 summary=f"restore {run.previous_files} files",
             )
         return lease
+
+    async def _acquire(self, input: AgentRunInput, sandbox_id: str | None) -> SandboxLease:
+        return await workflow.execute_activity_method(
+            SandboxActivities.acquire_sandbox,
+            AcquireSandboxInput(
+                project_id=input.project_id, run_id=input.message_id, sandbox_id=sandbox_id
+            ),
+            start_to_close_timeout=timedelta(minutes=3),
+            heartbeat_timeout=timedelta(seconds=60),
+            retry_policy=SANDBOX_RETRY,
+            summary="reuse sandbox" if sandbox_id else "create sandbox",
+        )
+
+    async def _restore(self, input: AgentRunInput, lease: SandboxLease) -> RestoredWorkspace:
+        return await workflow.execute_activity_method(
+            SandboxActivities.restore_workspace,
+            RestoreWorkspaceInput(
+                project_id=input.project_id, run_id=input.message_id, sandbox_id=lease.sandbox_id
+            ),
+            # npm install may run when the project changed its dependencies.
+            start_to_close_timeout=timedelta(minutes=12),
+            heartbeat_timeout=timedelta(seconds=60),
+            retry_policy=SANDBOX_RETRY,
+            summary="restore the workspace",
+        )
 
     async def _extend(self, input: AgentRunInput, lease: SandboxLease) -> None:
         try:
@@ -248,7 +387,11 @@ class CodeAgentWorkflow:
                 iterations=iterations,
             ),
             start_to_close_timeout=timedelta(seconds=30),
-            retry_policy=RetryPolicy(initial_interval=timedelta(seconds=1), maximum_attempts=20),
+            retry_policy=RetryPolicy(
+                initial_interval=timedelta(seconds=1),
+                maximum_interval=timedelta(seconds=30),
+                maximum_attempts=40,
+            ),
             summary=f"save {status.value}",
         )
 

@@ -1,26 +1,45 @@
 """The project entity: one long-lived workflow per project that answers its messages in order.
 
-Clients submit a message with update-with-start; the update returns when that message has its
-reply. Runs happen one at a time, each as a `CodeAgentWorkflow` child, so two quick messages
-never race on the sandbox or on the conversation summary, and the sandbox is reused between
-them while it lives.
+Clients submit a message with signal-with-start (`submission.py`): the signal is durable the
+moment the server has it, with no worker running, and the workflow itself writes the USER row
+from the id the client chose, idempotently. So a client that dies right after submitting loses
+nothing, and a message arriving while the entity closes after idle is still answered (the close
+is retried with the signal in it). Runs happen one at a time, each as a `CodeAgentWorkflow`
+child, so two quick messages never race on the sandbox or on the conversation summary, and the
+sandbox is reused between them while it lives. Every message gets a reply: if a run fails for
+any reason, this workflow saves an ERROR reply that says so.
 """
 
 from __future__ import annotations
 
+import asyncio
 import uuid
 from datetime import timedelta
 
 from pydantic import BaseModel, Field
 from temporalio import workflow
-from temporalio.common import SearchAttributeKey, SearchAttributePair, TypedSearchAttributes
-from temporalio.exceptions import ChildWorkflowError
+from temporalio.common import (
+    RetryPolicy,
+    SearchAttributeKey,
+    SearchAttributePair,
+    TypedSearchAttributes,
+)
+from temporalio.exceptions import ActivityError, ChildWorkflowError
 
 with workflow.unsafe.imports_passed_through():
-    from activities.persistence import ReplyStatus
+    from activities.persistence import (
+        PersistenceActivities,
+        RecordedMessage,
+        RecordMessageInput,
+        ReplyStatus,
+        SaveReplyInput,
+    )
     from workflows.code_agent import AgentRunInput, AgentRunResult, CodeAgentWorkflow
 
 PROJECT_ID = SearchAttributeKey.for_keyword("QaiProjectId")
+
+
+SAVE_FAILED_RUN_PATCH = "save-reply-of-failed-run"
 
 
 def project_workflow_id(project_id: uuid.UUID | str) -> str:
@@ -45,7 +64,25 @@ class ProjectInput(BaseModel):
 
 
 class SubmitMessage(BaseModel):
+    """The `submit` update of clients from before signal-with-start (they wrote the row)."""
+
     message_id: uuid.UUID
+
+
+class EnqueueMessage(BaseModel):
+    """A message to answer. The workflow writes its USER row under `message_id`, once."""
+
+    message_id: uuid.UUID
+    prompt: str = Field(min_length=1, max_length=10_000)
+    new_project_name: str | None = None
+    """Set for the first message of a new project: the project row is created with it."""
+
+
+# Writing the USER row must not give up while PostgreSQL is down: the message is only in
+# this workflow's history until it is written.
+RECORD_RETRY = RetryPolicy(
+    initial_interval=timedelta(seconds=1), maximum_interval=timedelta(seconds=30)
+)
 
 
 class MessageOutcome(BaseModel):
@@ -74,6 +111,7 @@ class ProjectWorkflow:
         self._running: uuid.UUID | None = None
         self._outcomes: dict[uuid.UUID, MessageOutcome] = {}
         self._answered = 0
+        self._recording = asyncio.Lock()
 
     @workflow.run
     async def run(self, input: ProjectInput) -> None:
@@ -112,10 +150,77 @@ class ProjectWorkflow:
         await workflow.wait_condition(lambda: key in self._outcomes)
         return self._outcomes[key]
 
+    @workflow.signal
+    async def enqueue(self, message: EnqueueMessage) -> None:
+        """Record the USER row and queue the message, in arrival order, once."""
+        key = message.message_id
+        # One at a time: rows are written, and messages queued, in the order they arrived.
+        async with self._recording:
+            if key in self._outcomes or key in self._queue or key == self._running:
+                return
+            try:
+                recorded: RecordedMessage = await workflow.execute_activity_method(
+                    PersistenceActivities.record_message,
+                    RecordMessageInput(
+                        project_id=self._project_id,
+                        message_id=key,
+                        prompt=message.prompt,
+                        new_project_name=message.new_project_name,
+                    ),
+                    start_to_close_timeout=timedelta(seconds=30),
+                    retry_policy=RECORD_RETRY,
+                    summary=f"record message {key}",
+                )
+            except ActivityError as error:  # the project was deleted, or the id is taken
+                workflow.logger.warning("message %s not recorded: %s", key, error.cause or error)
+                return
+            if not recorded.answered and key not in self._queue:
+                self._queue.append(key)
+
     @workflow.query
     def status(self) -> ProjectStatus:
         return ProjectStatus(
             queued=list(self._queue), running=self._running, sandbox_id=self._sandbox_id
+        )
+
+    async def _save_failed_run(self, message_id: uuid.UUID, run_id: str) -> MessageOutcome:
+        """The run ended without saving a reply: save an ERROR one, so no message goes unanswered.
+
+        If the run did save its reply before failing, that reply is kept and returned.
+        """
+        text = (
+            "The run stopped because of a failure inside the service, before it could finish. "
+            "Nothing you asked for was lost: send your message again to retry."
+        )
+        try:
+            saved = await workflow.execute_activity_method(
+                PersistenceActivities.save_reply,
+                SaveReplyInput(
+                    project_id=self._project_id,
+                    run_id=message_id,
+                    workflow_id=run_id,
+                    status=ReplyStatus.ERROR,
+                    content=text,
+                ),
+                start_to_close_timeout=timedelta(seconds=30),
+                retry_policy=RECORD_RETRY,
+                summary="save ERROR for the failed run",
+            )
+        except ActivityError as error:  # the project or message was deleted meanwhile
+            workflow.logger.warning("no reply saved for %s: %s", message_id, error.cause or error)
+            return MessageOutcome(
+                message_id=message_id,
+                workflow_id=run_id,
+                status=ReplyStatus.ERROR,
+                assistant_message_id=None,
+                content=text,
+            )
+        return MessageOutcome(
+            message_id=message_id,
+            workflow_id=run_id,
+            status=saved.status,
+            assistant_message_id=saved.message_id,
+            content=saved.content,
         )
 
     async def _answer(self, message_id: uuid.UUID) -> MessageOutcome:
@@ -134,13 +239,15 @@ class ProjectWorkflow:
             )
         except ChildWorkflowError as error:
             workflow.logger.error("agent run %s failed: %s", run_id, error.cause or error)
-            return MessageOutcome(
-                message_id=message_id,
-                workflow_id=run_id,
-                status=ReplyStatus.ERROR,
-                assistant_message_id=None,
-                content="The run failed inside the service; see the workflow in the Web UI.",
-            )
+            if not workflow.patched(SAVE_FAILED_RUN_PATCH):
+                return MessageOutcome(
+                    message_id=message_id,
+                    workflow_id=run_id,
+                    status=ReplyStatus.ERROR,
+                    assistant_message_id=None,
+                    content="The run failed inside the service; see the workflow in the Web UI.",
+                )
+            return await self._save_failed_run(message_id, run_id)
         if result.sandbox_id:
             self._sandbox_id = result.sandbox_id
         return MessageOutcome(

@@ -10,7 +10,7 @@ import time
 import uuid
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -24,10 +24,11 @@ from activities.services import Services, open_services
 from runtime.settings import Settings
 from runtime.temporal import ensure_search_attributes
 from scripted_llm import scripted_llm_server
-from storage import queries
 from storage.db import Database
+from submission import enqueue, outcome_of, wait_for_reply
 from worker import build_worker
 from workflows.project import (
+    EnqueueMessage,
     MessageOutcome,
     ProjectStatus,
     ProjectWorkflow,
@@ -100,6 +101,8 @@ class Harness:
     services: Services
     task_queue: str
     sandbox_ids: set[str]
+    prompts: dict[uuid.UUID, EnqueueMessage] = field(default_factory=dict)
+    """Messages chosen but not yet submitted (the project workflow writes their rows)."""
 
     @property
     def settings(self) -> Settings:
@@ -110,32 +113,26 @@ class Harness:
         return self.services.db
 
     async def new_project(self, prompt: str) -> tuple[uuid.UUID, uuid.UUID]:
-        async with self.db.session() as session:
-            project, message = await queries.create_project(session, "test", prompt)
-            await session.commit()
-        return project.id, message.id
+        """Ids for a new project's first message, as a client chooses them (nothing written)."""
+        project_id, message_id = uuid.uuid4(), uuid.uuid4()
+        self.prompts[message_id] = EnqueueMessage(
+            message_id=message_id, prompt=prompt, new_project_name="test"
+        )
+        return project_id, message_id
 
     async def add_message(self, project_id: uuid.UUID, prompt: str) -> uuid.UUID:
-        async with self.db.session() as session:
-            message = await queries.add_user_message(session, project_id, prompt)
-            await session.commit()
-        return message.id
+        message_id = uuid.uuid4()
+        self.prompts[message_id] = EnqueueMessage(message_id=message_id, prompt=prompt)
+        return message_id
 
     async def accept(self, project_id: uuid.UUID, message_id: uuid.UUID) -> None:
-        """Submit without waiting: returns once the project workflow has queued the message."""
-        from starter import submit
-
-        await submit(
-            self.client, self._settings(), project_id, message_id, wait=False, show_progress=False
-        )
+        """Submit without waiting, exactly as every client does (signal-with-start)."""
+        await enqueue(self.client, self._settings(), project_id, self.prompts[message_id])
 
     async def submit(self, project_id: uuid.UUID, message_id: uuid.UUID) -> MessageOutcome:
-        from starter import submit
-
-        outcome = await submit(
-            self.client, self._settings(), project_id, message_id, wait=True, show_progress=False
-        )
-        assert outcome is not None
+        await self.accept(project_id, message_id)
+        reply = await wait_for_reply(self.client, self.db, self._settings(), message_id)
+        outcome = outcome_of(reply, message_id)
         status = await self.project_status(project_id)
         if status.sandbox_id:
             self.sandbox_ids.add(status.sandbox_id)

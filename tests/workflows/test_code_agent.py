@@ -277,17 +277,14 @@ async def test_model_mistakes_become_tool_errors_not_crashes(agent_harness) -> N
 
 
 async def accepted_submissions(harness: Harness, project_id: uuid.UUID) -> list[uuid.UUID]:
-    """The message ids in the order the project workflow accepted their `submit` updates."""
+    """The message ids in the order the project workflow received their `enqueue` signals."""
     handle = harness.client.get_workflow_handle(project_workflow_id(project_id))
     history = await handle.fetch_history()
     return [
-        uuid.UUID(
-            event.workflow_execution_update_accepted_event_attributes.accepted_request.meta.update_id.removeprefix(
-                "submit-"
-            )
-        )
+        uuid.UUID(json.loads(signal.input.payloads[0].data)["message_id"])
         for event in history.events
-        if event.HasField("workflow_execution_update_accepted_event_attributes")
+        if event.HasField("workflow_execution_signaled_event_attributes")
+        and (signal := event.workflow_execution_signaled_event_attributes).signal_name == "enqueue"
     ]
 
 

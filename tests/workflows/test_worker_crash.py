@@ -68,7 +68,7 @@ async def _reply(db: Database, message_id: uuid.UUID, seconds: float) -> object:
 async def test_killed_worker_resumes_without_duplicates(
     temporal_dev_server: str, database_url: str, clean_db: Database, template_ready: Path
 ) -> None:
-    from starter import submit
+    from submission import submit_prompt
 
     script = {"default": {"title": "Crash Survivor", "turns": _turns()}}
     task_queue = f"crash-{uuid.uuid4().hex[:8]}"
@@ -97,23 +97,21 @@ async def test_killed_worker_resumes_without_duplicates(
             }
         )
         client = await connect_temporal(temporal_dev_server)
-        async with clean_db.session() as session:
-            project, message = await queries.create_project(session, "crash", "Build it")
-
         worker = _start_worker(env, log)
         try:
-            await submit(client, settings, project.id, message.id, wait=False, show_progress=False)
+            submitted = await submit_prompt(client, clean_db, settings, "Build it")
+            project_id, message_id = submitted.project_id, submitted.message_id
             # Kill the worker once the second model reply is stored: the run is then between
             # that paid call and the activity reporting it, or inside the slow tool call.
             async with asyncio.timeout(120):
-                while not await _stored_turn(clean_db, message.id, iteration=2):
+                while not await _stored_turn(clean_db, message_id, iteration=2):
                     await asyncio.sleep(0.05)
             os.killpg(worker.pid, signal.SIGKILL)
             worker.wait(timeout=10)
 
             worker = _start_worker(env, log)
-            reply = await _reply(clean_db, message.id, seconds=180)
-            handle = client.get_workflow_handle(project_workflow_id(project.id))
+            reply = await _reply(clean_db, message_id, seconds=180)
+            handle = client.get_workflow_handle(project_workflow_id(project_id))
             sandbox_id = (await handle.query(ProjectWorkflow.status)).sandbox_id
         finally:
             if worker.poll() is None:
@@ -125,7 +123,7 @@ async def test_killed_worker_resumes_without_duplicates(
             assert reply.type.value == "RESULT", (reply.content, log.read_text()[-3000:])
             assert reply.content == "Survived a crash."
             async with clean_db.session() as session:
-                messages = await queries.get_messages(session, project.id)
+                messages = await queries.get_messages(session, project_id)
             assert [m.role for m in messages] == [MessageRole.USER, MessageRole.ASSISTANT]
             completed = llm.completed_counts()
             assert completed, "the scripted model saw no calls"
@@ -135,7 +133,7 @@ async def test_killed_worker_resumes_without_duplicates(
             # The sandbox outlived the dead worker and still serves the page; it is the only one.
             assert reply.fragment is not None
             await preview_text(reply.fragment.sandbox_url, "Survived")
-            assert await backend.find({"project_id": str(project.id)}) == [sandbox_id]
+            assert await backend.find({"project_id": str(project_id)}) == [sandbox_id]
         finally:
-            for leftover in await backend.find({"project_id": str(project.id)}):
+            for leftover in await backend.find({"project_id": str(project_id)}):
                 await backend.kill(leftover)

@@ -1,0 +1,223 @@
+"""The one way to submit work: check a prompt, hand the message to its project's workflow, and
+wait for the reply. The CLI (`starter.py`) is a thin client of this module.
+
+A submission is a signal-with-start to the project's entity workflow. The server keeps it the
+moment it answers, with or without a worker, and the workflow writes the USER row from the ids
+chosen here. So nothing is written before the message is safe in Temporal, a client that dies
+right after submitting loses nothing, and `--no-wait` returns at once even with no worker.
+Waiting reads the reply from PostgreSQL, which outlives any one workflow run.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import re
+import time
+import uuid
+from collections.abc import Callable
+from dataclasses import dataclass
+
+from temporalio.api.enums.v1 import TaskQueueKind, TaskQueueType
+from temporalio.api.taskqueue.v1 import TaskQueue
+from temporalio.api.workflowservice.v1 import DescribeTaskQueueRequest
+from temporalio.client import Client
+from temporalio.exceptions import WorkflowAlreadyStartedError
+from temporalio.service import RPCError, RPCStatusCode
+
+from runtime.settings import Settings
+from storage import queries
+from storage.db import Database
+from storage.errors import ProjectNotFoundError
+from storage.models import Message
+from workflows.code_agent import CodeAgentWorkflow, RunProgress
+from workflows.project import (
+    EnqueueMessage,
+    MessageOutcome,
+    ProjectInput,
+    ProjectWorkflow,
+    agent_run_workflow_id,
+    project_search_attributes,
+    project_workflow_id,
+)
+
+MAX_PROMPT_CHARS = 10_000
+WORKER_GRACE_SECONDS = 3.0
+"""How long a submission may wait unpicked before the client says no worker is polling."""
+POLLER_FRESH_SECONDS = 75.0
+"""A poller seen this recently is alive: long polls last up to a minute."""
+
+
+class InvalidSubmission(ValueError):
+    """A mistake in what the user sent: reported in one line, and nothing is written."""
+
+
+@dataclass(frozen=True)
+class Submitted:
+    project_id: uuid.UUID
+    message_id: uuid.UUID
+    workflow_id: str
+    """The Temporal workflow that answers the message (its agent run)."""
+
+
+@dataclass(frozen=True)
+class Waiting:
+    """What a client waiting for a reply can show."""
+
+    progress: RunProgress | None
+    """The run's progress, or None while the message is queued."""
+    no_worker: str | None
+    """Set when no worker polls the task queue: the words to show."""
+    elapsed: float
+
+
+def check_prompt(prompt: str) -> str:
+    text = prompt.strip()
+    if not text:
+        raise InvalidSubmission("the prompt is empty; describe the app you want")
+    if len(text) > MAX_PROMPT_CHARS:
+        raise InvalidSubmission(
+            f"the prompt is {len(text):,} characters long; the limit is {MAX_PROMPT_CHARS:,}"
+        )
+    return text
+
+
+def check_project_id(value: str) -> uuid.UUID:
+    try:
+        return uuid.UUID(value)
+    except ValueError:
+        raise InvalidSubmission(
+            f"{value!r} is not a project id (ids look like {uuid.uuid4()})"
+        ) from None
+
+
+def project_name(prompt: str) -> str:
+    words = re.findall(r"[a-z0-9]+", prompt.lower())[:4]
+    return "-".join(words) or "project"
+
+
+async def submit_prompt(
+    client: Client,
+    db: Database,
+    settings: Settings,
+    prompt: str,
+    *,
+    project_id: uuid.UUID | None = None,
+    message_id: uuid.UUID | None = None,
+) -> Submitted:
+    """Check the prompt (and that the project exists), then submit it; nothing else writes.
+
+    Without `project_id` a new project is made. A `message_id` chosen by the caller makes a
+    resubmission of the same message answer it once.
+    """
+    text = check_prompt(prompt)
+    new_project_name = None
+    if project_id is None:
+        project_id = uuid.uuid4()
+        new_project_name = project_name(text)
+    else:
+        async with db.session() as session:
+            if await queries.get_project(session, project_id) is None:
+                raise ProjectNotFoundError(project_id)
+    message = EnqueueMessage(
+        message_id=message_id or uuid.uuid4(), prompt=text, new_project_name=new_project_name
+    )
+    await enqueue(client, settings, project_id, message)
+    return Submitted(project_id, message.message_id, agent_run_workflow_id(message.message_id))
+
+
+async def enqueue(
+    client: Client, settings: Settings, project_id: uuid.UUID, message: EnqueueMessage
+) -> None:
+    """Signal-with-start: durable as soon as it returns, whether or not a worker is up."""
+    workflow_id = project_workflow_id(project_id)
+    try:
+        await client.start_workflow(
+            ProjectWorkflow.run,
+            ProjectInput(project_id=project_id, idle_timeout_seconds=settings.qai_sandbox_timeout),
+            id=workflow_id,
+            task_queue=settings.qai_task_queue,
+            start_signal="enqueue",
+            start_signal_args=[message],
+            search_attributes=project_search_attributes(project_id),
+            static_summary=f"project {project_id}",
+        )
+    except WorkflowAlreadyStartedError:
+        # Two first messages raced and the time-skipping test server does not make
+        # signal-with-start atomic; the entity now runs, so signal it.
+        await client.get_workflow_handle(workflow_id).signal(ProjectWorkflow.enqueue, message)
+
+
+async def reply_to(db: Database, message_id: uuid.UUID) -> Message | None:
+    async with db.session() as session:
+        return await queries.get_reply(session, message_id)
+
+
+def outcome_of(reply: Message, message_id: uuid.UUID) -> MessageOutcome:
+    fragment = reply.fragment
+    return MessageOutcome(
+        message_id=message_id,
+        workflow_id=agent_run_workflow_id(message_id),
+        status=reply.type.value,
+        assistant_message_id=reply.id,
+        content=reply.content,
+        sandbox_url=fragment.sandbox_url if fragment else None,
+        title=fragment.title if fragment else None,
+    )
+
+
+async def wait_for_reply(
+    client: Client,
+    db: Database,
+    settings: Settings,
+    message_id: uuid.UUID,
+    *,
+    on_wait: Callable[[Waiting], None] | None = None,
+    poll_seconds: float = 0.5,
+) -> Message:
+    """The reply once it is saved; meanwhile `on_wait` hears the progress, or that no worker
+    polls the task queue (checked every few seconds, after a short grace)."""
+    started = time.monotonic()
+    run = client.get_workflow_handle(agent_run_workflow_id(message_id))
+    no_worker: str | None = None
+    checked = 0.0
+    while True:
+        reply = await reply_to(db, message_id)
+        if reply is not None:
+            return reply
+        elapsed = time.monotonic() - started
+        try:
+            progress = await run.query(CodeAgentWorkflow.progress)
+        except RPCError:
+            progress = None  # not started yet: queued behind another message, or no worker
+        if elapsed >= WORKER_GRACE_SECONDS and elapsed - checked >= WORKER_GRACE_SECONDS:
+            checked = elapsed
+            no_worker = None
+            if await workers_polling(client, settings) is False:
+                no_worker = f"waiting for a worker on task queue {settings.qai_task_queue}"
+        if on_wait is not None:
+            on_wait(Waiting(progress=progress, no_worker=no_worker, elapsed=elapsed))
+        await asyncio.sleep(poll_seconds)
+
+
+async def workers_polling(client: Client, settings: Settings) -> bool | None:
+    """Whether some worker polled the task queue lately; None when the server can't tell
+    (the time-skipping test server has no DescribeTaskQueue)."""
+    try:
+        response = await client.workflow_service.describe_task_queue(
+            DescribeTaskQueueRequest(
+                namespace=settings.temporal_namespace,
+                task_queue=TaskQueue(
+                    name=settings.qai_task_queue, kind=TaskQueueKind.TASK_QUEUE_KIND_NORMAL
+                ),
+                task_queue_type=TaskQueueType.TASK_QUEUE_TYPE_WORKFLOW,
+            )
+        )
+    except RPCError as error:
+        if error.status == RPCStatusCode.UNIMPLEMENTED:
+            return None
+        raise
+    now = time.time()
+    return any(
+        now - poller.last_access_time.ToSeconds() < POLLER_FRESH_SECONDS
+        for poller in response.pollers
+    )
