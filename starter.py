@@ -33,8 +33,9 @@ from submission import (
     InvalidSubmission,
     Waiting,
     check_project_id,
+    check_submission,
+    enqueue,
     outcome_of,
-    submit_prompt,
     wait_for_reply,
 )
 from workflows.project import MessageOutcome
@@ -110,8 +111,9 @@ def _print_outcome(
 
 async def _create_or_send(args: argparse.Namespace, settings: Settings, db: Database) -> int:
     project_id = check_project_id(args.project_id) if args.command == "send" else None
+    submitted = await check_submission(db, args.prompt, project_id=project_id)
     client = await connect_temporal(settings.temporal_address, settings.temporal_namespace)
-    submitted = await submit_prompt(client, db, settings, args.prompt, project_id=project_id)
+    await enqueue(client, settings, submitted.project_id, submitted.message)
     if args.no_wait:
         ids = {
             "project_id": str(submitted.project_id),

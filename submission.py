@@ -52,11 +52,20 @@ class InvalidSubmission(ValueError):
 
 
 @dataclass(frozen=True)
-class Submitted:
+class Submission:
+    """A checked message, ready to send: nothing is written until it is sent."""
+
     project_id: uuid.UUID
-    message_id: uuid.UUID
-    workflow_id: str
-    """The Temporal workflow that answers the message (its agent run)."""
+    message: EnqueueMessage
+
+    @property
+    def message_id(self) -> uuid.UUID:
+        return self.message.message_id
+
+    @property
+    def workflow_id(self) -> str:
+        """The Temporal workflow that answers the message (its agent run)."""
+        return agent_run_workflow_id(self.message.message_id)
 
 
 @dataclass(frozen=True)
@@ -95,19 +104,17 @@ def project_name(prompt: str) -> str:
     return "-".join(words) or "project"
 
 
-async def submit_prompt(
-    client: Client,
+async def check_submission(
     db: Database,
-    settings: Settings,
     prompt: str,
     *,
     project_id: uuid.UUID | None = None,
     message_id: uuid.UUID | None = None,
-) -> Submitted:
-    """Check the prompt (and that the project exists), then submit it; nothing else writes.
+) -> Submission:
+    """Check the prompt, and that the project exists; writes nothing.
 
-    Without `project_id` a new project is made. A `message_id` chosen by the caller makes a
-    resubmission of the same message answer it once.
+    Without `project_id` the message starts a new project. A `message_id` chosen by the caller
+    makes a resubmission of the same message answer it once.
     """
     text = check_prompt(prompt)
     new_project_name = None
@@ -121,8 +128,22 @@ async def submit_prompt(
     message = EnqueueMessage(
         message_id=message_id or uuid.uuid4(), prompt=text, new_project_name=new_project_name
     )
-    await enqueue(client, settings, project_id, message)
-    return Submitted(project_id, message.message_id, agent_run_workflow_id(message.message_id))
+    return Submission(project_id, message)
+
+
+async def submit_prompt(
+    client: Client,
+    db: Database,
+    settings: Settings,
+    prompt: str,
+    *,
+    project_id: uuid.UUID | None = None,
+    message_id: uuid.UUID | None = None,
+) -> Submission:
+    """Check, then send: the whole submission for a client that is already connected."""
+    submission = await check_submission(db, prompt, project_id=project_id, message_id=message_id)
+    await enqueue(client, settings, submission.project_id, submission.message)
+    return submission
 
 
 async def enqueue(

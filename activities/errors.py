@@ -6,7 +6,6 @@ from temporalio.exceptions import ApplicationError
 
 from sandboxes.base import SandboxError, SandboxNotFoundError
 
-
 SANDBOX_GONE = f"Sandbox{SandboxNotFoundError.__name__}"
 """The ApplicationError type of a sandbox that stopped (killed or expired): a run replaces it."""
 

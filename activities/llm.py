@@ -25,10 +25,6 @@ NUDGE = (
 )
 
 
-TITLE_TIMEOUT_SECONDS = 15.0
-"""The title is optional: a slow title model must never hold up (or fail) a finished run."""
-
-
 class AgentTurnInput(BaseModel):
     run_id: uuid.UUID
     iteration: int = Field(ge=1)
@@ -161,7 +157,11 @@ class LlmActivities:
 
     @activity.defn(name="generate_title")
     async def generate_title(self, input: TitleInput) -> str:
-        """A short title from a small model; any failure falls back to the user's words."""
+        """A short title from a small model; any failure falls back to the user's words.
+
+        The title is optional, so its call has its own short timeout (QAI_TITLE_TIMEOUT): a slow
+        title model never holds up, or fails, a finished run.
+        """
         async with self._services.db.session() as session:
             stored = await transcript.stored_title(session, input.run_id)
         if stored:
@@ -175,7 +175,7 @@ class LlmActivities:
                     {"role": "user", "content": input.summary[:2000]},
                 ],
                 max_tokens=20,
-                request_timeout=TITLE_TIMEOUT_SECONDS,
+                request_timeout=self._services.settings.qai_title_timeout,
             )
         except APIError as error:
             activity.logger.warning("title model failed; using the fallback", exc_info=error)

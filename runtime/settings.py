@@ -65,6 +65,12 @@ class Settings(BaseSettings):
     qai_model: str = Field(default="gpt-4.1", description="Model of the code agent.")
     qai_title_model: str = Field(default="gpt-4.1-mini", description="Small model for titles.")
     qai_llm_timeout: float = Field(default=120.0, gt=0, description="Seconds for one LLM call.")
+    qai_title_timeout: float = Field(
+        default=10.0,
+        gt=0,
+        le=15,
+        description="Seconds for the optional title call before the prompt's words are used.",
+    )
     qai_max_iterations: int = Field(
         default=15, ge=1, le=200, description="Agent iterations before a run gives up."
     )
@@ -98,7 +104,7 @@ class Settings(BaseSettings):
         default=2,
         ge=0,
         le=10,
-        description="Sandboxes a run may replace when one dies mid-run, before it ends in an ERROR.",
+        description="Sandboxes a run may replace when one dies mid-run before it ends in an ERROR.",
     )
 
     # Local files and logs

@@ -54,7 +54,8 @@ class ToolCall(_Strict):
 
     name: str = Field(min_length=1)
     arguments: dict[str, Any] | str = Field(default_factory=dict)
-    id: str | None = Field(default=None, min_length=1)
+    id: str | None = None
+    """Sent as given; "" or an id repeated across calls scripts a model with broken ids."""
 
     def arguments_text(self) -> str:
         if isinstance(self.arguments, str):

@@ -319,7 +319,10 @@ class ScriptedModel:
                 usage=protocol.usage_body(prompt_tokens, protocol.estimate_tokens(title)),
             )
         assert record.turn is not None
-        ids = [c.id or f"call_{thread}_{record.turn}_{i}" for i, c in enumerate(turn.tool_calls)]
+        ids = [
+            f"call_{thread}_{record.turn}_{i}" if c.id is None else c.id
+            for i, c in enumerate(turn.tool_calls)
+        ]
         calls = protocol.tool_calls_body(
             turn.tool_calls, ids, malformed_args=bool(fault and fault.malformed_arguments)
         )

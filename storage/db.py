@@ -6,10 +6,13 @@ from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
 
+from sqlalchemy.exc import ProgrammingError
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
 from sqlalchemy.ext.asyncio import create_async_engine as _create_async_engine
 
-from storage.errors import DatabaseUrlError
+from storage.errors import DatabaseUrlError, SchemaMissingError
+
+_UNDEFINED_TABLE = "42P01"
 
 _SCHEMES = {"postgresql", "postgres", "postgresql+asyncpg"}
 # libpq's sslmode values that asyncpg understands through its `ssl` argument.
@@ -67,8 +70,14 @@ class Database:
 
     @asynccontextmanager
     async def session(self) -> AsyncIterator[AsyncSession]:
-        async with self._sessions() as session:
-            yield session
+        """A session; a database that was never migrated raises `SchemaMissingError`."""
+        try:
+            async with self._sessions() as session:
+                yield session
+        except ProgrammingError as error:
+            if getattr(error.orig, "sqlstate", None) == _UNDEFINED_TABLE:
+                raise SchemaMissingError() from error
+            raise
 
     async def dispose(self) -> None:
         await self.engine.dispose()

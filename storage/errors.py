@@ -13,6 +13,16 @@ class DatabaseUrlError(StorageError, ValueError):
     """DATABASE_URL cannot be used."""
 
 
+class SchemaMissingError(StorageError):
+    """The database has none of qai's tables: it was never migrated."""
+
+    def __init__(self) -> None:
+        super().__init__(
+            "the database has no qai tables yet; run `python -m storage.migrate` "
+            "(`python worker.py --dev` does it for you)"
+        )
+
+
 class ProjectNotFoundError(StorageError, LookupError):
     def __init__(self, project_id: uuid.UUID) -> None:
         super().__init__(f"project {project_id} does not exist")

@@ -131,7 +131,8 @@ class Harness:
 
     async def submit(self, project_id: uuid.UUID, message_id: uuid.UUID) -> MessageOutcome:
         await self.accept(project_id, message_id)
-        reply = await wait_for_reply(self.client, self.db, self._settings(), message_id)
+        async with asyncio.timeout(300):
+            reply = await wait_for_reply(self.client, self.db, self._settings(), message_id)
         outcome = outcome_of(reply, message_id)
         status = await self.project_status(project_id)
         if status.sandbox_id:
