@@ -154,7 +154,6 @@ FILE_ERRNO_KINDS = {
     errno.ENOTDIR: "not_a_directory",
     errno.ENOSPC: "no_space",
     errno.EDQUOT: "no_space",
-    errno.EFBIG: "too_large",
     errno.EACCES: "permission_denied",
     errno.EPERM: "permission_denied",
     errno.EROFS: "permission_denied",
@@ -208,8 +207,6 @@ def file_error(
         message = f"{disk_state()}; {path} could not be stored"
     elif kind == "permission_denied":
         message = f"permission denied: the sandbox user may not {action} {path}"
-    elif kind == "too_large":
-        message = f"{path} is larger than a file may be"
     elif kind == "name_too_long":
         message = f"a name in {path} is too long"
     else:
