@@ -1,9 +1,11 @@
 """The agent's three tools: their schemas for the model, and running them against a sandbox.
 
 Every call ends in a `ToolOutcome` the model sees. Bad arguments, unknown tools, paths outside
-the workspace and forbidden commands become error results the model can correct, never a
-crashed run. Infrastructure failures (the sandbox is gone, the backend is down) are raised, so
-the activity around this can classify and retry them.
+the workspace, forbidden commands and requests the workspace refuses (`WorkspaceError`: a
+directory where a file should go, a full disk, a read-only path, a binary or oversized file)
+become error results the model can correct, never a crashed run. Infrastructure failures (the
+sandbox is gone, envd cannot be reached, timeouts) are raised, so the activity around this can
+classify and retry them.
 """
 
 from __future__ import annotations
@@ -22,6 +24,7 @@ from sandboxes.base import (
     InvalidPathError,
     Sandbox,
     SandboxTimeoutError,
+    WorkspaceError,
     WriteEntry,
 )
 
@@ -206,6 +209,29 @@ async def _terminal(
     return ToolOutcome(ok=True, content=_format_command(result, args.command), brief="exit 0")
 
 
+_HINTS = {
+    "is_a_directory": "Write to a file inside it (for example {path}/page.tsx) or pick another "
+    "name.",
+    "not_a_directory": "A file cannot contain other files: choose a path whose folders are "
+    "folders, or remove that file with the terminal first if it is not needed.",
+    "no_space": "Free space with the terminal first: find what is large with "
+    "`du -sh * .[!.]* | sort -h` and delete what is not needed (build output, caches, stray "
+    "files), then try again.",
+    "permission_denied": "Write somewhere else inside /home/user, or, if the file is yours, make "
+    "it writable again with `chmod u+w` in the terminal.",
+    "name_too_long": "Use shorter file and folder names.",
+    "too_large": "Look at parts of it with the terminal instead (head, tail, grep, sed -n).",
+}
+"""What the model can do about each `WorkspaceError.reason`."""
+
+
+def workspace_problem(error: WorkspaceError) -> str:
+    """The error's words (sandbox paths, no host detail) with what the model can do about it."""
+    hint = _HINTS.get(error.reason, "")
+    text = str(error).rstrip(".")
+    return f"{text}. {hint.format(path=error.path or 'it')}".strip()
+
+
 async def _create_or_update_files(sandbox: Sandbox, args: CreateOrUpdateFilesArgs) -> ToolOutcome:
     entries: list[WriteEntry] = []
     for file in args.files:
@@ -225,6 +251,8 @@ async def _create_or_update_files(sandbox: Sandbox, args: CreateOrUpdateFilesArg
             content=f"Error: nothing was written. Path refused: {error}",
             brief="path refused",
         )
+    except WorkspaceError as error:
+        return _write_failed(entries, error)
     written = {entry.path: str(entry.data) for entry in entries}
     listing = ", ".join(f"{path} ({len(content)} chars)" for path, content in written.items())
     return ToolOutcome(
@@ -235,6 +263,39 @@ async def _create_or_update_files(sandbox: Sandbox, args: CreateOrUpdateFilesArg
     )
 
 
+def _write_failed(entries: list[WriteEntry], error: WorkspaceError) -> ToolOutcome:
+    """Say which file failed, why, and which files were and were not written."""
+    done = set(error.written)
+    written = {e.path: str(e.data) for e in entries if e.path in done}
+    missing = [e.path for e in entries if e.path not in done]
+    failed = error.path or "a file"
+    lines = [f"Error: could not write {failed}: {workspace_problem(error)}"]
+    if error.path is None and not done:
+        lines.append("Which of the files were written is not known; check with readFiles.")
+    else:
+        lines.append(f"Written: {', '.join(written) if written else 'nothing'}.")
+        lines.append(f"Not written: {', '.join(missing)}.")
+        lines.append("Send the files that were not written again once the problem is fixed.")
+    return ToolOutcome(
+        ok=False,
+        content="\n".join(lines),
+        brief=f"write failed: {error.reason.replace('_', ' ')}",
+        written=written,
+    )
+
+
+def binary_problem(data: bytes) -> str | None:
+    """Why these bytes cannot be shown to the model as text, or None when they can."""
+    if b"\0" not in data:
+        try:
+            data.decode("utf-8")
+        except UnicodeDecodeError:
+            pass
+        else:
+            return None
+    return f"binary file, {len(data)} bytes; cannot be shown as text"
+
+
 async def _read_files(sandbox: Sandbox, args: ReadFilesArgs) -> ToolOutcome:
     results: list[dict[str, str]] = []
     failures = 0
@@ -242,7 +303,7 @@ async def _read_files(sandbox: Sandbox, args: ReadFilesArgs) -> ToolOutcome:
     for path in args.files:
         try:
             relative = relative_path(path)
-            content = await sandbox.files.read(relative)
+            data = await sandbox.files.read(relative, format="bytes")
         except InvalidPathError as error:
             failures += 1
             results.append({"path": path, "error": str(error)})
@@ -251,7 +312,16 @@ async def _read_files(sandbox: Sandbox, args: ReadFilesArgs) -> ToolOutcome:
             failures += 1
             results.append({"path": path, "error": "no such file"})
             continue
-        shown = bound(content, max(budget, 1_000))
+        except WorkspaceError as error:
+            failures += 1
+            results.append({"path": relative, "error": workspace_problem(error)})
+            continue
+        problem = binary_problem(data)
+        if problem is not None:
+            failures += 1
+            results.append({"path": relative, "error": problem})
+            continue
+        shown = bound(data.decode("utf-8"), max(budget, 1_000))
         budget -= len(shown)
         results.append({"path": relative, "content": shown})
     return ToolOutcome(

@@ -12,8 +12,11 @@ from sandboxes.base import (
     SandboxError,
     SandboxFileNotFoundError,
     SandboxNotFoundError,
+    SandboxStartTimeoutError,
+    SandboxTemplateError,
     SandboxTimeoutError,
     SandboxUnavailableError,
+    WorkspaceError,
     WriteEntry,
 )
 
@@ -28,7 +31,10 @@ __all__ = [
     "SandboxError",
     "SandboxFileNotFoundError",
     "SandboxNotFoundError",
+    "SandboxStartTimeoutError",
+    "SandboxTemplateError",
     "SandboxTimeoutError",
     "SandboxUnavailableError",
+    "WorkspaceError",
     "WriteEntry",
 ]

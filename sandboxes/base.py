@@ -46,6 +46,15 @@ class SandboxTimeoutError(SandboxError):
     retryable = True
 
 
+class SandboxStartTimeoutError(SandboxTimeoutError):
+    """A new sandbox was not ready in time: a loaded host is slow, so a later attempt may work."""
+
+
+class SandboxTemplateError(SandboxError):
+    """A sandbox cannot start from its template (its start failed, or the template is missing or
+    too old for the backend): every attempt would fail the same way, so it is never retried."""
+
+
 class SandboxNotFoundError(SandboxError):
     """No such sandbox, or it expired and was reaped."""
 
@@ -56,6 +65,31 @@ class InvalidPathError(SandboxError):
 
 class SandboxFileNotFoundError(SandboxError, FileNotFoundError):
     """The file or directory does not exist inside the sandbox."""
+
+
+class WorkspaceError(SandboxError):
+    """The request does not fit the workspace: a directory where a file should go, a folder that
+    is a file, a full disk, a path the sandbox user may not write, a file too large to read.
+
+    The sandbox itself works, so the agent's tools show this to the model, which can correct it;
+    retrying the same request cannot help. `reason` is a short code (`is_a_directory`,
+    `not_a_directory`, `no_space`, `permission_denied`, `too_large`, `name_too_long`, `os_error`),
+    `path` the failing path relative to /home/user when known, and `written` the paths of a
+    multi-file write that were written before it failed.
+    """
+
+    def __init__(
+        self,
+        message: str,
+        *,
+        reason: str = "os_error",
+        path: str | None = None,
+        written: tuple[str, ...] = (),
+    ) -> None:
+        super().__init__(message)
+        self.reason = reason
+        self.path = path
+        self.written = tuple(written)
 
 
 class SandboxUnavailableError(SandboxError):

@@ -37,8 +37,11 @@ from sandboxes.base import (
     SandboxError,
     SandboxFileNotFoundError,
     SandboxNotFoundError,
+    SandboxStartTimeoutError,
+    SandboxTemplateError,
     SandboxTimeoutError,
     SandboxUnavailableError,
+    WorkspaceError,
     WriteEntry,
 )
 
@@ -47,7 +50,9 @@ log = get_logger(__name__)
 # The logical template name callers use; on E2B it means the template named in settings.
 DEFAULT_TEMPLATE = "nextjs"
 
-Operation = Literal["sandbox", "command", "file"]
+Operation = Literal["create", "sandbox", "command", "file"]
+"""What was being done: `create` (starting a sandbox from a template) maps timeouts and template
+errors as the local backend's start does."""
 
 
 def translate(error: BaseException, *, op: Operation, subject: str = "") -> BaseException:
@@ -74,6 +79,11 @@ def translate(error: BaseException, *, op: Operation, subject: str = "") -> Base
         return SandboxUnavailableError(f"E2B is busy, try again shortly: {error}", retryable=True)
     if isinstance(error, e2b.RateLimitException):
         return SandboxUnavailableError(f"E2B rate limit reached: {error}", retryable=True)
+    if op == "create":
+        if isinstance(error, e2b.TemplateException | e2b.NotFoundException):
+            return SandboxTemplateError(f"E2B cannot start the template{about}: {error}")
+        if isinstance(error, e2b.TimeoutException):
+            return SandboxStartTimeoutError(f"E2B sandbox start timed out{about}: {error}")
     if isinstance(error, e2b.FileNotFoundException):
         return SandboxFileNotFoundError(f"no such file or directory{about}: {error}")
     if isinstance(error, e2b.SandboxNotRunningException | e2b.NotFoundException):
@@ -91,8 +101,12 @@ def translate(error: BaseException, *, op: Operation, subject: str = "") -> Base
             return InvalidPathError(f"E2B rejected the path{about}: {error}")
         return SandboxUnavailableError(f"E2B rejected the request: {error}", retryable=False)
     if isinstance(error, e2b.NotEnoughSpaceException):
+        if op in ("file", "command"):
+            return WorkspaceError(f"the sandbox's disk is full{about}: {error}", reason="no_space")
         return SandboxUnavailableError(f"E2B sandbox disk is full: {error}", retryable=False)
-    if isinstance(error, e2b.TemplateException | e2b.GuestUnresponsiveException):
+    if isinstance(error, e2b.TemplateException):
+        return SandboxTemplateError(f"E2B template too old for this SDK{about}: {error}")
+    if isinstance(error, e2b.GuestUnresponsiveException):
         return SandboxUnavailableError(f"E2B cannot use this sandbox: {error}", retryable=False)
     if isinstance(error, e2b.SandboxException):
         return SandboxUnavailableError(f"E2B error{about}: {error}", retryable=True)
@@ -297,7 +311,7 @@ class E2BBackend(SandboxBackend):
         metadata: Mapping[str, str] | None = None,
     ) -> Sandbox:
         name = self.template_name(template)
-        with mapped("sandbox", f"create from {name}"):
+        with mapped("create", f"template {name}"):
             sandbox = await e2b.AsyncSandbox.create(
                 template=name,
                 timeout=_seconds(timeout or self.default_timeout),

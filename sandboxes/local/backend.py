@@ -25,7 +25,13 @@ from typing import Any
 import structlog
 
 from runtime.settings import SandboxNetwork, Settings
-from sandboxes.base import SandboxBackend, SandboxNotFoundError, SandboxUnavailableError
+from sandboxes.base import (
+    SandboxBackend,
+    SandboxNotFoundError,
+    SandboxStartTimeoutError,
+    SandboxTemplateError,
+    SandboxUnavailableError,
+)
 from sandboxes.local import cgroups
 from sandboxes.local.layout import (
     ID_PATTERN,
@@ -245,14 +251,25 @@ class LocalBackend(SandboxBackend):
         launcher.wait()  # the supervisor forks and its parent exits at once
 
     async def _wait_ready(self, layout: Layout) -> None:
+        """Wait for envd and the template's port.
+
+        A supervisor that dies first means the template (or the host) cannot start a sandbox:
+        another attempt would fail the same way. Still starting at the deadline only means a
+        loaded host, so that error is retryable. The supervisor's log goes into the error for
+        operators; users are shown plain words (`activities.errors`).
+        """
         ready = layout.ready
         deadline = time.monotonic() + READY_TIMEOUT
         while not ready.exists() or not self._ports_ready(layout):
-            if time.monotonic() > deadline or not layout.state.exists() or self._died(layout):
+            if not layout.state.exists() or self._died(layout):
                 tail = _tail(layout.log) or _tail(failed_log(layout))
-                raise SandboxUnavailableError(
-                    f"sandbox {layout.sandbox_id} failed to start: {tail or 'no output'}",
-                    retryable=False,
+                raise SandboxTemplateError(
+                    f"sandbox {layout.sandbox_id} failed to start: {tail or 'no output'}"
+                )
+            if time.monotonic() > deadline:
+                raise SandboxStartTimeoutError(
+                    f"sandbox {layout.sandbox_id} was not ready within {READY_TIMEOUT:g} s: "
+                    f"{_tail(layout.log) or 'no output'}"
                 )
             await asyncio.sleep(0.003)
 

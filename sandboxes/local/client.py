@@ -17,6 +17,7 @@ from sandboxes.base import (
     SandboxNotFoundError,
     SandboxTimeoutError,
     SandboxUnavailableError,
+    WorkspaceError,
 )
 
 STREAM_LIMIT = 256 * 1024 * 1024
@@ -24,14 +25,32 @@ ERRORS: dict[str, type[SandboxError]] = {
     "invalid_path": InvalidPathError,
     "not_found": SandboxFileNotFoundError,
 }
+WORKSPACE_KINDS = frozenset(
+    {
+        "is_a_directory",
+        "not_a_directory",
+        "no_space",
+        "permission_denied",
+        "too_large",
+        "name_too_long",
+        "os_error",
+    }
+)
+"""envd's kinds for file operations the workspace refused: the model can correct those."""
 
 
 def error_from(reply: dict[str, Any]) -> SandboxError:
+    """Our exception for an envd error reply (`error` for requests, `kind` for exec events)."""
     kind = reply.get("error") or reply.get("kind") or "error"
     message = reply.get("message") or kind
+    written = tuple(reply.get("written") or ())
+    if kind in WORKSPACE_KINDS or written:  # a write that stopped half-way says what it wrote
+        return WorkspaceError(message, reason=kind, path=reply.get("path"), written=written)
     cls = ERRORS.get(kind)
     if cls is not None:
         return cls(message)
+    if kind == "spawn_failed":  # fork or exec failed inside, e.g. at the process cap
+        return SandboxUnavailableError(message, retryable=True)
     return SandboxUnavailableError(message, retryable=False)
 
 

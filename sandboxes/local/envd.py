@@ -117,6 +117,7 @@ if __name__ == "__main__" and len(sys.argv) > 2 and sys.argv[1] == "runner":
 
 import asyncio  # noqa: E402
 import base64  # noqa: E402
+import errno  # noqa: E402
 import json  # noqa: E402
 import stat  # noqa: E402
 import subprocess  # noqa: E402
@@ -127,9 +128,100 @@ import urllib.request  # noqa: E402
 
 
 class PathError(Exception):
-    def __init__(self, kind: str, message: str) -> None:
+    """A request the workspace cannot serve; `kind` tells the host which error to raise.
+
+    `path` is the failing path relative to /home/user and `written` what a multi-file write
+    wrote before it failed, so the model can be told exactly what happened.
+    """
+
+    def __init__(self, kind: str, message: str, path: str | None = None) -> None:
         super().__init__(message)
         self.kind = kind
+        self.path = path
+        self.written: list[str] = []
+
+    def reply(self) -> dict:
+        reply = {"error": self.kind, "message": str(self)}
+        if self.path is not None:
+            reply["path"] = self.path
+        if self.written:
+            reply["written"] = self.written
+        return reply
+
+
+FILE_ERRNO_KINDS = {
+    errno.EISDIR: "is_a_directory",
+    errno.ENOTDIR: "not_a_directory",
+    errno.ENOSPC: "no_space",
+    errno.EDQUOT: "no_space",
+    errno.EACCES: "permission_denied",
+    errno.EPERM: "permission_denied",
+    errno.EROFS: "permission_denied",
+    errno.ENAMETOOLONG: "name_too_long",
+}
+"""OSErrors of file operations, by errno: each is about the request, not about the sandbox."""
+
+
+def shown(path: str) -> str:
+    """A path as the model writes it: relative to /home/user."""
+    parts = [p for p in path.split("/") if p not in ("", ".")]
+    if parts[:2] == ["home", "user"] and path.startswith("/"):
+        parts = parts[2:]
+    return "/".join(parts) or HOME
+
+
+def blocking_file(real: str) -> str | None:
+    """The first existing non-directory among the parents of `real` (why mkdir failed)."""
+    parts = real[len(HOME) + 1 :].split("/")[:-1] if real.startswith(HOME + "/") else []
+    current = HOME
+    for part in parts:
+        current = f"{current}/{part}"
+        if os.path.lexists(current) and not os.path.isdir(current):
+            return current
+        if not os.path.lexists(current):
+            return None
+    return None
+
+
+def disk_state() -> str:
+    """How full the workspace's disk is, in words (the disk is a size-capped tmpfs)."""
+    try:
+        st = os.statvfs(HOME)
+    except OSError:
+        return "the sandbox's disk is full"
+    size = st.f_blocks * st.f_frsize // (1024 * 1024)
+    free = st.f_bavail * st.f_frsize // 1024
+    return f"the sandbox's disk is full ({size} MiB in all, {free} KiB free)"
+
+
+def file_error(
+    error: OSError, path: str, real: str | None = None, action: str = "write"
+) -> PathError:
+    """A PathError the model can act on, for an OSError while trying to `action` `path`."""
+    kind = FILE_ERRNO_KINDS.get(error.errno or 0, "os_error")
+    if kind == "is_a_directory":
+        message = f"{path} is a directory"
+    elif kind == "not_a_directory":
+        return under_a_file(path, real)
+    elif kind == "no_space":
+        message = f"{disk_state()}; {path} could not be stored"
+    elif kind == "permission_denied":
+        message = f"permission denied: the sandbox user may not {action} {path}"
+    elif kind == "name_too_long":
+        message = f"a name in {path} is too long"
+    else:
+        message = f"{path}: {error.strerror or 'the operation failed'}"
+    return PathError(kind, message, path)
+
+
+def under_a_file(path: str, real: str | None) -> PathError:
+    """`path` would need a folder where a file is: name that file."""
+    blocker = blocking_file(real) if real else None
+    if blocker is None:
+        message = f"a parent of {path} is a file, not a directory"
+    else:
+        message = f"{shown(blocker)} is a file, so {path} cannot be created inside it"
+    return PathError("not_a_directory", message, path)
 
 
 def resolve(path: str) -> str:
@@ -158,38 +250,101 @@ def entry(path: str, name: str | None = None) -> dict:
 
 
 def not_found(path: str) -> PathError:
-    return PathError("not_found", f"{path!r} does not exist in the sandbox")
+    return PathError("not_found", f"{path!r} does not exist in the sandbox", shown(path))
+
+
+def write_one(path: str, real: str, data: bytes) -> dict:
+    """Write one file; on failure the file keeps its old content (or is not created).
+
+    Space is reserved with fallocate before a byte changes, so a full disk fails the write up
+    front instead of leaving a truncated file behind.
+    """
+    try:
+        os.makedirs(os.path.dirname(real), exist_ok=True)
+    except (FileExistsError, NotADirectoryError):  # a parent is a file
+        raise under_a_file(shown(path), real) from None
+    real = resolve(path)  # the parents may be links made meanwhile; check again
+    created = not os.path.lexists(real)
+    fd = os.open(real, os.O_WRONLY | os.O_CREAT | os.O_NOFOLLOW, 0o644)
+    try:
+        if data:
+            try:
+                os.posix_fallocate(fd, 0, len(data))
+            except OSError as error:
+                if error.errno not in (errno.EOPNOTSUPP, errno.EINVAL):
+                    raise
+        view = memoryview(data)
+        offset = 0
+        while offset < len(data):
+            offset += os.pwrite(fd, view[offset:], offset)
+        os.ftruncate(fd, len(data))
+    except OSError:
+        if created:
+            with contextlib.suppress(OSError):
+                os.unlink(real)
+        raise
+    finally:
+        os.close(fd)
+    return entry(real)
 
 
 def op_write(req: dict) -> dict:
-    done = []
-    for item in req["files"]:
-        real = resolve(item["path"])
-        os.makedirs(os.path.dirname(real), exist_ok=True)
-        real = resolve(item["path"])  # the parents may be links made meanwhile; check again
-        data = base64.b64decode(item["data"])
-        fd = os.open(real, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_NOFOLLOW, 0o644)
-        with os.fdopen(fd, "wb") as fh:
-            fh.write(data)
-        done.append(entry(real))
+    """Write files in order; a failure names its path and the files written before it."""
+    files = [(item["path"], base64.b64decode(item["data"])) for item in req["files"]]
+    reals = [resolve(path) for path, _ in files]  # refuse a bad path before anything is written
+    done: list[dict] = []
+    written: list[str] = []
+    for (path, data), real in zip(files, reals, strict=True):
+        try:
+            done.append(write_one(path, real, data))
+        except PathError as error:
+            error.written = written
+            raise
+        except OSError as error:
+            failure = file_error(error, shown(path), real)
+            failure.written = written
+            raise failure from None
+        written.append(shown(path))
     return {"entries": done}
 
 
 def op_read(req: dict) -> dict:
-    real = resolve(req["path"])
+    path = req["path"]
+    real = resolve(path)
     try:
         fd = os.open(real, os.O_RDONLY | os.O_NOFOLLOW)
     except FileNotFoundError:
-        raise not_found(req["path"]) from None
+        raise not_found(path) from None
     except IsADirectoryError:
-        raise PathError("invalid_path", f"{req['path']!r} is a directory") from None
-    with os.fdopen(fd, "rb") as fh:
-        if stat.S_ISDIR(os.fstat(fh.fileno()).st_mode):
-            raise PathError("invalid_path", f"{req['path']!r} is a directory")
-        data = fh.read(MAX_READ + 1)
+        raise is_directory(path) from None
+    try:
+        st = os.fstat(fd)
+        if stat.S_ISDIR(st.st_mode):
+            raise is_directory(path)
+        if st.st_size > MAX_READ:  # refuse before reading (a sparse file takes no space)
+            raise too_large(path, st.st_size)
+        with os.fdopen(fd, "rb", closefd=False) as fh:
+            data = fh.read(MAX_READ + 1)
+    finally:
+        os.close(fd)
     if len(data) > MAX_READ:
-        raise PathError("too_large", f"{req['path']!r} is larger than {MAX_READ} bytes")
+        raise too_large(path, len(data))
     return {"data": base64.b64encode(data).decode()}
+
+
+def is_directory(path: str) -> PathError:
+    return PathError(
+        "invalid_path", f"{shown(path)} is a directory; list it with the terminal (ls)", shown(path)
+    )
+
+
+def too_large(path: str, size: int) -> PathError:
+    return PathError(
+        "too_large",
+        f"{shown(path)} is {size} bytes, over the {MAX_READ // (1024 * 1024)} MiB "
+        "that can be read at once",
+        shown(path),
+    )
 
 
 def op_list(req: dict) -> dict:
@@ -401,9 +556,9 @@ class Daemon:
                     await self.handle_exec(req, writer)
                 except PathError as error:
                     await send(writer, {"t": "error", "kind": error.kind, "message": str(error)})
-                except OSError as error:
+                except OSError as error:  # fork or exec failed (a process limit): may pass
                     message = f"could not start the command: {error.strerror}"
-                    await send(writer, {"t": "error", "kind": "os_error", "message": message})
+                    await send(writer, {"t": "error", "kind": "spawn_failed", "message": message})
                 return
             try:
                 if op == "ping":
@@ -415,11 +570,16 @@ class Daemon:
                 else:
                     reply = {"error": "bad_request", "message": f"unknown op {op!r}"}
             except PathError as error:
-                reply = {"error": error.kind, "message": str(error)}
-            except FileNotFoundError as error:
-                reply = {"error": "not_found", "message": f"{error.filename!r} does not exist"}
+                reply = error.reply()
             except OSError as error:
-                reply = {"error": "os_error", "message": f"{error.strerror}: {error.filename}"}
+                name = error.filename if isinstance(error.filename, str) else None
+                name = name or req.get("path") or HOME
+                if isinstance(error, FileNotFoundError):
+                    reply = not_found(name).reply()
+                else:
+                    reply = file_error(error, shown(name), action=op).reply()
+            except Exception as error:  # a bug here: say so, rather than drop the connection
+                reply = {"error": "internal", "message": f"envd failed on {op}: {error!r}"}
             await send(writer, reply)
         except (ConnectionError, asyncio.IncompleteReadError):
             pass

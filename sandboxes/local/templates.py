@@ -7,7 +7,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from runtime.settings import Settings
-from sandboxes.base import SandboxUnavailableError
+from sandboxes.base import SandboxTemplateError
 
 
 @dataclass(frozen=True)
@@ -35,7 +35,7 @@ def built_template(settings: Settings, name: str = "nextjs") -> LocalTemplate:
         manifest = load_manifest(name)
         directory = ensure_template(settings, name)
     except TemplateError as error:
-        raise SandboxUnavailableError(str(error), retryable=False) from None
+        raise SandboxTemplateError(str(error)) from None
     return LocalTemplate(
         name=manifest.name,
         directory=Path(directory),

@@ -12,6 +12,7 @@ example which exception an expired sandbox raises) has not been checked against 
 from __future__ import annotations
 
 import itertools
+import json
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
@@ -22,6 +23,7 @@ import pytest
 from e2b.sandbox.filesystem.filesystem import EntryInfo as E2BEntryInfo
 from e2b.sandbox.filesystem.filesystem import FileType, WriteInfo
 
+from agent.tools import execute_tool
 from runtime.settings import Settings
 from sandboxes.base import (
     CommandFailedError,
@@ -29,8 +31,11 @@ from sandboxes.base import (
     SandboxError,
     SandboxFileNotFoundError,
     SandboxNotFoundError,
+    SandboxStartTimeoutError,
+    SandboxTemplateError,
     SandboxTimeoutError,
     SandboxUnavailableError,
+    WorkspaceError,
     WriteEntry,
 )
 from sandboxes.e2b_backend import E2BBackend, resolve_path, translate
@@ -376,6 +381,21 @@ async def test_busy_or_rate_limited_create_is_retryable(
     assert service.names() == ["create"]
 
 
+async def test_a_slow_start_is_retried_and_a_broken_template_is_not(
+    service: FakeService, backend: E2BBackend
+) -> None:
+    """The same split as the local backend's: slowness may pass, a bad template will not."""
+    service.fail_next["create"] = e2b.TimeoutException("request timed out")
+    with pytest.raises(SandboxStartTimeoutError) as slow:
+        await backend.create()
+    assert slow.value.retryable is True
+
+    service.fail_next["create"] = e2b.NotFoundException("template 'qai-nextjs-t4' not found")
+    with pytest.raises(SandboxTemplateError) as broken:
+        await backend.create()
+    assert broken.value.retryable is False
+
+
 async def test_reconnect_extends_the_timeout(service: FakeService, backend: E2BBackend) -> None:
     created = await backend.create(timeout=60)
     service.now += 50  # ten seconds left
@@ -567,6 +587,29 @@ async def test_invalid_argument_on_a_path_is_invalid_path(
         await sandbox.files.write("app", "x")
 
 
+async def test_a_full_disk_and_binary_files_reach_the_model_as_tool_results(
+    service: FakeService, backend: E2BBackend
+) -> None:
+    sandbox = await backend.create()
+    await sandbox.files.write("public/logo.png", b"\x89PNG\x00\xff")
+    await sandbox.files.write("app/page.tsx", "export default 1\n")
+    service.fail_next["files.write_files"] = e2b.NotEnoughSpaceException("no space left")
+
+    wrote = await execute_tool(
+        sandbox,
+        "createOrUpdateFiles",
+        json.dumps({"files": [{"path": "app/page.tsx", "content": "x"}]}),
+    )
+    read = await execute_tool(
+        sandbox, "readFiles", json.dumps({"files": ["public/logo.png", "app/page.tsx"]})
+    )
+
+    assert not wrote.ok and "disk is full" in wrote.content and "du -sh" in wrote.content
+    results = {item["path"]: item for item in json.loads(read.content)}
+    assert results["public/logo.png"]["error"] == "binary file, 6 bytes; cannot be shown as text"
+    assert results["app/page.tsx"]["content"] == "export default 1\n"
+
+
 # --- the mapping itself -----------------------------------------------------------------------
 
 MAPPING = [
@@ -582,8 +625,14 @@ MAPPING = [
     (e2b.AuthenticationException("bad key"), "sandbox", SandboxUnavailableError, False),
     (e2b.ServiceBusyException("503"), "sandbox", SandboxUnavailableError, True),
     (e2b.RateLimitException("429"), "command", SandboxUnavailableError, True),
-    (e2b.NotEnoughSpaceException("disk full"), "file", SandboxUnavailableError, False),
-    (e2b.TemplateException("old envd"), "sandbox", SandboxUnavailableError, False),
+    (e2b.NotEnoughSpaceException("disk full"), "file", WorkspaceError, False),
+    (e2b.NotEnoughSpaceException("disk full"), "command", WorkspaceError, False),
+    (e2b.NotEnoughSpaceException("disk full"), "sandbox", SandboxUnavailableError, False),
+    (e2b.TemplateException("old envd"), "sandbox", SandboxTemplateError, False),
+    (e2b.TemplateException("old envd"), "create", SandboxTemplateError, False),
+    (e2b.NotFoundException("template x not found"), "create", SandboxTemplateError, False),
+    (e2b.TimeoutException("request timed out"), "create", SandboxStartTimeoutError, True),
+    (e2b.ServiceBusyException("503"), "create", SandboxUnavailableError, True),
     (e2b.SandboxException("500 internal"), "sandbox", SandboxUnavailableError, True),
     (httpx.ConnectError("connection refused"), "sandbox", SandboxUnavailableError, True),
 ]
