@@ -249,7 +249,7 @@ async def _finish_first(step: Coroutine[Any, Any, T]) -> T:
     except asyncio.CancelledError:
         await asyncio.wait({task})  # unlike `await task`, does not cancel it
         if not task.cancelled() and (error := task.exception()) is not None:
-            log.warning("embedded postgres failed while stopping", reason=str(error))
+            log.warning("embedded postgres failed to start while stopping", reason=str(error))
         raise
 
 
