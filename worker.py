@@ -3,7 +3,8 @@
 python worker.py          the worker alone, for production: connects to TEMPORAL_ADDRESS
 python worker.py --dev    the whole local stack in the foreground: embedded PostgreSQL (unless
                           DATABASE_URL is set), migrations, the Temporal dev server with its
-                          Web UI, and the worker; Ctrl-C stops all of it
+                          Web UI, and the worker; Ctrl-C, SIGTERM or SIGHUP stops all of it,
+                          the sandboxes it started included
 """
 
 from __future__ import annotations
@@ -27,6 +28,7 @@ from activities.services import Services, open_services
 from activities.tools import ToolActivities
 from runtime.interceptors import LogContextInterceptor
 from runtime.logs import configure_logging, get_logger
+from runtime.processes import stop_signals
 from runtime.settings import SandboxBackendName, Settings, settings_or_exit
 from runtime.temporal import connect_temporal, ensure_search_attributes
 from workflows.code_agent import CodeAgentWorkflow
@@ -70,47 +72,76 @@ def build_worker(client: Client, services: Services, *, task_queue: str | None =
 
 async def _prepare_sandboxes(settings: Settings) -> None:
     if settings.qai_sandbox_backend == SandboxBackendName.LOCAL:
-        from sandboxes.template import ensure_template
+        from sandboxes.template import ensure_template_stoppable
 
         log.info("checking the sandbox template (the first build takes a few minutes)")
-        path = await asyncio.to_thread(ensure_template, settings)
+        path = await ensure_template_stoppable(settings)
         log.info("sandbox template ready", path=str(path))
 
 
 async def serve(settings: Settings, *, dev: bool) -> None:
-    stop = asyncio.Event()
+    """Run until SIGINT, SIGTERM or SIGHUP, then stop everything this process started.
+
+    The first stop signal cancels whatever is running, start-up included, so each step stops
+    what it started at once. Once stopping has begun, further signals are ignored: the cleanup
+    is what leaves nothing running, so it must not be cut short.
+    """
+    main_task = asyncio.current_task()
+    assert main_task is not None
     loop = asyncio.get_running_loop()
-    for sig in (signal.SIGINT, signal.SIGTERM):
-        loop.add_signal_handler(sig, stop.set)
+    signalled: list[signal.Signals] = []
+    cleaning_up = False
 
-    async with AsyncExitStack() as stack:
-        if dev:
-            from runtime.localstack import LocalStack
+    def request_stop(sig: signal.Signals) -> None:
+        if signalled or cleaning_up:
+            log.info("already stopping", signal=sig.name)
+            return
+        signalled.append(sig)
+        log.info("stopping", signal=sig.name)
+        main_task.cancel()
 
-            local = await stack.enter_async_context(LocalStack(settings))
-            database_url, address = local.database_url, local.temporal_address
-        else:
-            from storage.embedded import database_url_for
+    for sig in stop_signals():
+        loop.add_signal_handler(sig, request_stop, sig)
 
-            database_url = await stack.enter_async_context(database_url_for(settings))
-            address = settings.temporal_address
-        await _prepare_sandboxes(settings)
-        client = await connect_temporal(address, settings.temporal_namespace)
-        await ensure_search_attributes(client)
-        services = await stack.enter_async_context(open_services(settings, database_url))
-        worker = build_worker(client, services)
-        async with worker:
-            if dev:
-                print(
-                    f"\nqai is running.\n  Temporal Web UI: {local.ui_url}\n"
-                    f"  Temporal:        {address}\n  Task queue:      {settings.qai_task_queue}\n"
-                    '  Try:             .venv/bin/python starter.py new "A todo app"\n'
-                    "Press Ctrl-C to stop everything.\n",
-                    flush=True,
-                )
-            log.info("worker started", task_queue=settings.qai_task_queue, temporal=address)
-            await stop.wait()
-            log.info("stopping")
+    try:
+        async with AsyncExitStack() as stack:
+            try:
+                if dev:
+                    from runtime.localstack import LocalStack
+
+                    local = await stack.enter_async_context(LocalStack(settings))
+                    database_url, address = local.database_url, local.temporal_address
+                else:
+                    from storage.embedded import database_url_for
+
+                    database_url = await stack.enter_async_context(database_url_for(settings))
+                    address = settings.temporal_address
+                await _prepare_sandboxes(settings)
+                client = await connect_temporal(address, settings.temporal_namespace)
+                await ensure_search_attributes(client)
+                services = await stack.enter_async_context(open_services(settings, database_url))
+                if dev:  # a dev stop leaves nothing running; production sandboxes outlive it
+                    stack.push_async_callback(services.sandboxes.kill_owned)
+                worker = build_worker(client, services)
+                async with worker:
+                    if dev:
+                        print(
+                            f"\nqai is running.\n  Temporal Web UI: {local.ui_url}\n"
+                            f"  Temporal:        {address}\n"
+                            f"  Task queue:      {settings.qai_task_queue}\n"
+                            '  Try:             .venv/bin/python starter.py new "A todo app"\n'
+                            "Press Ctrl-C to stop everything.\n",
+                            flush=True,
+                        )
+                    log.info("worker started", task_queue=settings.qai_task_queue, temporal=address)
+                    await loop.create_future()  # until a stop signal cancels it
+            finally:
+                cleaning_up = True
+    except asyncio.CancelledError:
+        if not signalled:
+            raise
+        main_task.uncancel()
+        log.info("stopped", signal=signalled[0].name)
 
 
 def main(argv: Sequence[str] | None = None) -> int:

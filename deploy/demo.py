@@ -2,24 +2,40 @@
 
 With no OPENAI_API_KEY it serves the bundled scripted model (scripted_llm/scripts/demo.json) over
 real HTTP and says so; with a key (and optionally OPENAI_BASE_URL) it uses the real model.
-The stack keeps running afterwards so the preview can be opened; Ctrl-C stops everything.
+The stack keeps running afterwards so the preview can be opened. Ctrl-C, SIGTERM or SIGHUP stops
+everything, and so does the death of the parent (`make`): the demo then stops its children, and
+the worker stops the stack and the app's sandbox.
 """
 
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import os
 import signal
 import subprocess
 import sys
+import threading
 import time
 import urllib.request
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+
+from runtime.processes import (  # noqa: E402 - needs ROOT on sys.path
+    StopRequested,
+    die_with_parent,
+    ignore_stop_signals,
+    parent_death_signal,
+    raise_on_stop_signals,
+)
+
 PYTHON = str(ROOT / ".venv" / "bin" / "python")
 DEMO_SCRIPT = ROOT / "scripted_llm" / "scripts" / "demo.json"
+WORKER_STOP_GRACE = 60.0
+"""Seconds the worker gets to stop the stack and its sandboxes before it is killed."""
 DEFAULT_PROMPT = (
     "Build a todo app: add tasks, mark them done, delete them, filter all/active/done, "
     "and show how many are left."
@@ -38,6 +54,7 @@ def start_scripted_model(env: dict[str, str]) -> subprocess.Popen[str]:
         text=True,
         env=env,
         start_new_session=True,
+        preexec_fn=parent_death_signal(signal.SIGTERM),
     )
     assert process.stdout is not None
     base_url = process.stdout.readline().strip()
@@ -49,17 +66,35 @@ def start_scripted_model(env: dict[str, str]) -> subprocess.Popen[str]:
     return process
 
 
-def wait_for_stack(worker: subprocess.Popen[str], timeout: float = 600) -> None:
-    """The worker prints 'qai is running.' once every part of the stack is healthy."""
-    assert worker.stdout is not None
-    deadline = time.monotonic() + timeout
-    for line in worker.stdout:
-        print(f"  | {line}", end="", flush=True)
-        if line.startswith("qai is running."):
-            return
-        if time.monotonic() > deadline:
-            break
-    raise SystemExit(f"demo: the local stack did not come up (exit code {worker.poll()})")
+class WorkerOutput(threading.Thread):
+    """Echoes the worker's output as it comes and notes when the stack is up.
+
+    Read all the time, not only while waiting: a full pipe would block the worker, even while
+    it stops.
+    """
+
+    def __init__(self, worker: subprocess.Popen[str]) -> None:
+        super().__init__(name="worker-output", daemon=True)
+        assert worker.stdout is not None
+        self.stream = worker.stdout
+        self.up = False
+        self.settled = threading.Event()
+        """Set once the stack is up (the worker prints 'qai is running.') or the output ended."""
+
+    def run(self) -> None:
+        for line in self.stream:
+            print(f"  | {line}", end="", flush=True)
+            if line.startswith("qai is running."):
+                self.up = True
+                self.settled.set()
+        self.settled.set()
+
+
+def wait_for_stack(
+    worker: subprocess.Popen[str], output: WorkerOutput, timeout: float = 600
+) -> None:
+    if not output.settled.wait(timeout) or not output.up:
+        raise SystemExit(f"demo: the local stack did not come up (exit code {worker.poll()})")
 
 
 def check_preview(url: str, timeout: float = 120) -> int:
@@ -74,14 +109,18 @@ def check_preview(url: str, timeout: float = 120) -> int:
             time.sleep(1)
 
 
-def stop(process: subprocess.Popen[str] | None) -> None:
+def stop(process: subprocess.Popen[str] | None, name: str, grace: float = 30.0) -> None:
+    """SIGTERM the child's process group, SIGKILL it after `grace` seconds."""
     if process is None or process.poll() is not None:
         return
     os.killpg(process.pid, signal.SIGTERM)
     try:
-        process.wait(timeout=30)
+        process.wait(timeout=grace)
     except subprocess.TimeoutExpired:
-        os.killpg(process.pid, signal.SIGKILL)
+        say(f"the {name} did not stop within {grace:.0f} s; killing it")
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(process.pid, signal.SIGKILL)
+        process.wait()
 
 
 def main() -> int:
@@ -89,10 +128,15 @@ def main() -> int:
     parser.add_argument("--prompt", default=DEFAULT_PROMPT)
     parser.add_argument("--exit", action="store_true", help="stop the stack after the example")
     args = parser.parse_args()
+    # `make demo` forwards SIGTERM but not a hangup, and a killed make forwards nothing: the
+    # demo's children are in sessions of their own, so stopping them is the demo's job.
+    die_with_parent(signal.SIGTERM)
+    raise_on_stop_signals()
 
     env = dict(os.environ)
     scripted = None
     worker = None
+    output = None
     try:
         if not env.get("OPENAI_API_KEY"):
             scripted = start_scripted_model(env)
@@ -115,8 +159,11 @@ def main() -> int:
             stderr=subprocess.STDOUT,
             text=True,
             start_new_session=True,
+            preexec_fn=parent_death_signal(signal.SIGTERM),
         )
-        wait_for_stack(worker)
+        output = WorkerOutput(worker)
+        output.start()
+        wait_for_stack(worker, output)
 
         say(f"prompt: {args.prompt}")
         starter = subprocess.run(
@@ -151,15 +198,18 @@ def main() -> int:
         if args.exit:
             return 0
         say("the stack keeps running so you can open the preview; press Ctrl-C to stop")
-        assert worker.stdout is not None
-        for line in worker.stdout:
-            print(f"  | {line}", end="", flush=True)
-        return 0
-    except KeyboardInterrupt:
+        code = worker.wait()
+        say(f"the stack stopped by itself (exit code {code})")
+        return 0 if code == 0 else 1
+    except StopRequested as stopped:
+        say(f"{stopped.signal.name}: stopping the stack")
         return 0
     finally:
-        stop(worker)
-        stop(scripted)
+        ignore_stop_signals()  # the cleanup is what leaves nothing running: finish it
+        stop(worker, "worker", grace=WORKER_STOP_GRACE)
+        if output is not None:
+            output.join(timeout=5)  # the worker's last lines
+        stop(scripted, "scripted model server")
 
 
 if __name__ == "__main__":

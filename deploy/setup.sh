@@ -27,5 +27,7 @@ fi
 uv sync --frozen --quiet
 
 if [ "${QAI_SANDBOX_BACKEND:-local}" = "local" ]; then
-  .venv/bin/python -m sandboxes.template build
+  # exec: a signal to `make` (which forwards SIGTERM to this script) reaches the build itself,
+  # which then stops npm and the dev server instead of leaving them running.
+  exec .venv/bin/python -m sandboxes.template build
 fi

@@ -14,9 +14,10 @@ import contextlib
 import shutil
 import signal
 import sysconfig
-from collections.abc import Mapping
+from collections.abc import Coroutine, Mapping
 from pathlib import Path
 from types import TracebackType
+from typing import Any, TypeVar
 
 from temporalio.api.operatorservice.v1 import ListSearchAttributesRequest
 from temporalio.api.workflowservice.v1 import DescribeNamespaceRequest
@@ -51,6 +52,8 @@ __all__ = [
 ]
 
 log = get_logger(__name__)
+
+T = TypeVar("T")
 
 _LOOPBACK = {"localhost", "127.0.0.1"}
 
@@ -233,6 +236,23 @@ class TemporalDevServer:
             raise RuntimeError(f"search attributes not registered yet: {sorted(missing)}")
 
 
+async def _finish_first(step: Coroutine[Any, Any, T]) -> T:
+    """Run `step` to its end even if cancelled meanwhile, then re-raise the cancellation.
+
+    For the embedded PostgreSQL's start: its `initdb` is neither in a process group nor
+    stoppable, and an interrupted one leaves a process running and a half-made cluster. The
+    start takes seconds, so a stop signal waits for it and then stops the server.
+    """
+    task = asyncio.ensure_future(step)
+    try:
+        return await asyncio.shield(task)
+    except asyncio.CancelledError:
+        await asyncio.wait({task})  # unlike `await task`, does not cancel it
+        if not task.cancelled() and (error := task.exception()) is not None:
+            log.warning("embedded postgres failed to start while stopping", reason=str(error))
+        raise
+
+
 class LocalStack:
     """PostgreSQL (embedded unless DATABASE_URL is set), migrations and the Temporal dev server."""
 
@@ -297,7 +317,7 @@ class LocalStack:
                 self._database_url = self.settings.database_url
             else:
                 self._postgres = EmbeddedPostgres(self.data_dir, start_timeout=self.start_timeout)
-                self._database_url = await self._postgres.start()
+                self._database_url = await _finish_first(self._postgres.start())
             await upgrade(self._database_url)
             self._temporal = temporal
             await temporal.start()

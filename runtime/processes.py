@@ -46,9 +46,69 @@ def parent_death_signal(sig: signal.Signals) -> Callable[[], None]:
     return _set
 
 
+def die_with_parent(sig: signal.Signals) -> None:
+    """Have the kernel send `sig` to this process when its parent exits.
+
+    For a program whose parent may die without stopping it first (`make demo` when make is
+    killed): the signal lets it stop its own children instead of leaving them running. If the
+    parent is already gone when this runs, `sig` is sent at once.
+    """
+    parent = os.getppid()
+    if _libc().prctl(_PR_SET_PDEATHSIG, int(sig), 0, 0, 0) != 0:
+        error = ctypes.get_errno()
+        raise OSError(error, f"prctl(PR_SET_PDEATHSIG): {os.strerror(error)}")
+    if os.getppid() != parent:  # the parent died before prctl took effect
+        os.kill(os.getpid(), sig)
+
+
 @functools.cache
 def _libc() -> ctypes.CDLL:
     return ctypes.CDLL(None, use_errno=True)
+
+
+STOP_SIGNALS = (signal.SIGINT, signal.SIGTERM, signal.SIGHUP)
+"""Ctrl-C, `kill` and a closed terminal: each stops a qai program cleanly."""
+
+
+def stop_signals() -> list[signal.Signals]:
+    """The stop signals this process should handle: those it did not inherit as ignored.
+
+    `nohup` ignores SIGHUP and a shell ignores SIGINT for background jobs; overriding that
+    would stop a program its user meant to survive the terminal.
+    """
+    return [sig for sig in STOP_SIGNALS if signal.getsignal(sig) is not signal.SIG_IGN]
+
+
+class StopRequested(BaseException):
+    """Raised in the main thread by a stop signal (see `raise_on_stop_signals`).
+
+    A BaseException, like KeyboardInterrupt, so that `except Exception` lets it through to the
+    cleanup code.
+    """
+
+    def __init__(self, sig: signal.Signals) -> None:
+        super().__init__(f"stopped by {sig.name}")
+        self.signal = sig
+
+
+def ignore_stop_signals() -> None:
+    """Ignore further stop signals: a second Ctrl-C must not cut a cleanup short."""
+    for sig in STOP_SIGNALS:
+        signal.signal(sig, signal.SIG_IGN)
+
+
+def raise_on_stop_signals() -> None:
+    """Turn the first SIGINT, SIGTERM or SIGHUP into `StopRequested` (synchronous programs).
+
+    Later ones are ignored, so the cleanup that follows runs to its end.
+    """
+
+    def handler(signum: int, _frame: object) -> None:
+        ignore_stop_signals()
+        raise StopRequested(signal.Signals(signum))
+
+    for sig in stop_signals():
+        signal.signal(sig, handler)
 
 
 def ensure_port_free(host: str, port: int, setting: str) -> None:

@@ -316,3 +316,13 @@ class SandboxBackend(abc.ABC):
 
     async def close(self) -> None:  # noqa: B027 - optional hook, a no-op by default
         """Stop the backend's background work (the local warm pool); sandboxes stay up."""
+
+    async def kill_owned(self) -> list[str]:
+        """Stop background work, then kill the sandboxes this object created or claimed.
+
+        `worker.py --dev` calls it when it stops, so that a stop leaves nothing running; the
+        production worker never does (its sandboxes outlive a restart). Returns the ids killed.
+        A no-op by default: remote sandboxes (E2B) end by their own timeout.
+        """
+        await self.close()
+        return []

@@ -12,6 +12,7 @@ directory without it is an unfinished build and is never handed out.
 from __future__ import annotations
 
 import argparse
+import asyncio
 import contextlib
 import fcntl
 import hashlib
@@ -31,11 +32,18 @@ from pathlib import Path
 from pydantic import BaseModel, ConfigDict
 
 from runtime.logs import get_logger
+from runtime.processes import (
+    StopRequested,
+    parent_death_signal,
+    raise_on_stop_signals,
+    stop_process_group,
+)
 from runtime.settings import Settings
 
 log = get_logger(__name__)
 
-TEMPLATES_SOURCE = Path(__file__).resolve().parent.parent / "sandbox-templates"
+PROJECT_ROOT = Path(__file__).resolve().parent.parent
+TEMPLATES_SOURCE = PROJECT_ROOT / "sandbox-templates"
 READY_MARKER = ".qai-template-ready"
 SANDBOX_UID = 1000
 SANDBOX_GID = 1000
@@ -152,10 +160,70 @@ def ensure_template(settings: Settings, name: str = "nextjs") -> Path:
     return target
 
 
+def ready_template(settings: Settings, name: str = "nextjs") -> Path | None:
+    """The ready build of template `name` for its current inputs, or None if it needs a build."""
+    target = template_dir(settings, name)
+    return target if is_ready(target) else None
+
+
+async def ensure_template_stoppable(settings: Settings, name: str = "nextjs") -> Path:
+    """`ensure_template` for async callers that may be cancelled (a stop signal at start-up).
+
+    A ready build is found in a thread (it only hashes the inputs). A build, or the wait for
+    another process's build, runs in a child process (`python -m sandboxes.template build`):
+    unlike a thread, it can be stopped at once, and it stops npm and the dev server on its way
+    out. Its log lines pass through to our stderr.
+    """
+    found = await asyncio.to_thread(ready_template, settings, name)
+    if found is not None:
+        return found
+    process = await asyncio.create_subprocess_exec(
+        sys.executable,
+        "-m",
+        "sandboxes.template",
+        "build",
+        "--name",
+        name,
+        cwd=PROJECT_ROOT,
+        env={**os.environ, "QAI_DATA_DIR": str(settings.data_dir)},
+        stdin=asyncio.subprocess.DEVNULL,
+        stdout=asyncio.subprocess.PIPE,
+        stderr=asyncio.subprocess.PIPE,
+        process_group=0,
+        preexec_fn=parent_death_signal(signal.SIGTERM),
+    )
+    try:
+        assert process.stdout is not None and process.stderr is not None
+        error: list[str] = []
+        async for raw in process.stderr:
+            line = raw.decode(errors="replace")
+            if error or line.startswith("qai: "):
+                error.append(line)  # the build's failure, raised below rather than printed
+            else:
+                sys.stderr.write(line)
+                sys.stderr.flush()
+        path = (await process.stdout.read()).decode().strip()
+        code = await process.wait()
+    except BaseException:
+        # Cancelled: the build removes its unfinished directory and its children, then exits.
+        await stop_process_group(process, sig=signal.SIGTERM, grace=30.0)
+        raise
+    if code != 0:
+        raise TemplateError(
+            "".join(error).removeprefix("qai: ").strip()
+            or f"the template build exited with code {code}"
+        )
+    return Path(path)
+
+
 @contextlib.contextmanager
 def _locked(path: Path) -> Iterator[None]:
     with path.open("a+") as handle:
-        fcntl.flock(handle.fileno(), fcntl.LOCK_EX)
+        try:
+            fcntl.flock(handle.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            log.info("template.build.waiting", reason="another process is building it")
+            fcntl.flock(handle.fileno(), fcntl.LOCK_EX)
         try:
             yield
         finally:
@@ -246,29 +314,43 @@ def _run_step(
     step: str, argv: list[str], *, cwd: Path, env: dict[str, str], timeout: float
 ) -> None:
     try:
-        done = subprocess.run(
+        process = subprocess.Popen(
             argv,
             cwd=cwd,
             env=env,
             stdout=subprocess.PIPE,
             stderr=subprocess.STDOUT,
             text=True,
-            timeout=timeout,
             start_new_session=True,
         )
     except FileNotFoundError as error:
         raise TemplateError(f"template build: {step} needs {argv[0]!r} on PATH") from error
-    except subprocess.TimeoutExpired as error:
-        output = error.output.decode() if isinstance(error.output, bytes) else error.output or ""
+    try:
+        output, _ = process.communicate(timeout=timeout)
+    except subprocess.TimeoutExpired:
+        _kill_session(process)
+        output, _ = process.communicate()
         raise TemplateError(
             f"template build: {step} took longer than {timeout:.0f} s; last output:\n"
             f"{_tail(output)}"
-        ) from error
-    if done.returncode != 0:
+        ) from None
+    except BaseException:
+        # Stopped (a signal or Ctrl-C): npm runs install scripts as its own children, in its
+        # session, so the whole session goes, not only npm.
+        _kill_session(process)
+        raise
+    if process.returncode != 0:
         raise TemplateError(
-            f"template build: {step} failed with exit code {done.returncode}; its output:\n"
-            f"{_tail(done.stdout)}"
+            f"template build: {step} failed with exit code {process.returncode}; its output:\n"
+            f"{_tail(output)}"
         )
+
+
+def _kill_session(process: subprocess.Popen[str]) -> None:
+    """SIGKILL a child started with `start_new_session` and everything in its group; reap it."""
+    with contextlib.suppress(ProcessLookupError):
+        os.killpg(process.pid, signal.SIGKILL)
+    process.wait()
 
 
 def _free_port() -> int:
@@ -393,6 +475,9 @@ def main(argv: list[str] | None = None) -> int:
 
     settings = settings_or_exit()
     configure_logging(settings.qai_log_format, settings.qai_log_level)
+    # A stop signal unwinds the build, which removes its unfinished directory and kills npm or
+    # the dev server (each in a session of its own, so no signal reaches them otherwise).
+    raise_on_stop_signals()
     try:
         if args.command == "build":
             print(ensure_template(settings, args.name))
@@ -401,6 +486,9 @@ def main(argv: list[str] | None = None) -> int:
     except TemplateError as error:
         print(f"qai: {error}", file=sys.stderr)
         return 1
+    except StopRequested as stop:
+        log.info("template.build.stopped", signal=stop.signal.name)
+        return 128 + stop.signal
     return 0
 
 

@@ -83,6 +83,9 @@ class LocalBackend(SandboxBackend):
         self._start_lock = asyncio.Lock()
         self.pool = WarmPool(self, settings.qai_sandbox_pool_size)
         self._indexes: dict[str, dict[str, str]] = {}
+        self.owned: set[str] = set()
+        """Sandboxes this object created for a caller or claimed from the pool, not yet killed
+        (`kill_owned`); reconnected ones are not included: another process may own them."""
 
     # ------------------------------------------------------------ startup
 
@@ -106,6 +109,15 @@ class LocalBackend(SandboxBackend):
     async def close(self) -> None:
         """Stop refilling the pool; its sandboxes stay up for the next worker to hand out."""
         await self.pool.close()
+
+    async def kill_owned(self) -> list[str]:
+        """Stop the pool, kill its unclaimed members this object started, and every sandbox it
+        created or claimed (`worker.py --dev` stopping); return the ids killed."""
+        killed = await self.pool.discard_started()
+        for sandbox_id in sorted(self.owned):
+            if await self.kill(sandbox_id):
+                killed.append(sandbox_id)
+        return killed
 
     async def _prepare(self) -> None:
         """Check the host, sweep leftovers, and read the registry config (once per object)."""
@@ -187,8 +199,11 @@ class LocalBackend(SandboxBackend):
             sandbox = await self.pool.claim(timeout, metadata)
             self.pool.wake()
             if sandbox is not None:
+                self.owned.add(sandbox.sandbox_id)
                 return sandbox
-        return await self.launch(spec, timeout=timeout, metadata=metadata)
+        sandbox = await self.launch(spec, timeout=timeout, metadata=metadata)
+        self.owned.add(sandbox.sandbox_id)
+        return sandbox
 
     async def launch(
         self,
@@ -330,6 +345,7 @@ class LocalBackend(SandboxBackend):
         """Stop the supervisor (which tears down) and make sure nothing remains."""
         if not ID_PATTERN.match(sandbox_id):
             return False
+        self.owned.discard(sandbox_id)
         layout = Layout(self.root / sandbox_id)
         if not layout.root.exists():
             return False

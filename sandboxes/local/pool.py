@@ -73,6 +73,8 @@ class WarmPool:
         self.template = template
         self.rounds = 0
         """Completed refill rounds (tests wait on it)."""
+        self.started: set[str] = set()
+        """Ids of the sandboxes this pool started (`discard_started` kills those unclaimed)."""
         self._task: asyncio.Task[None] | None = None
         self._wake = asyncio.Event()
 
@@ -100,6 +102,20 @@ class WarmPool:
             task.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await task
+
+    async def discard_started(self) -> list[str]:
+        """Stop refilling, then kill the unclaimed sandboxes this pool started; return their ids.
+
+        For `worker.py --dev`, whose stop leaves nothing running. A member another process has
+        claimed meanwhile is that process's sandbox now, and stays.
+        """
+        await self.close()
+        discarded = []
+        for sandbox_id in sorted(self.started):
+            if await self._discard(Layout(self.backend.root / sandbox_id), "its pool stopped"):
+                discarded.append(sandbox_id)
+        self.started.clear()
+        return discarded
 
     async def _run(self) -> None:
         backoff = BACKOFF_FIRST
@@ -157,10 +173,13 @@ class WarmPool:
         usable.sort(key=lambda item: item[:2])
         return [entry for *_, entry in usable], stale
 
-    async def _discard(self, layout: Layout, why: str) -> None:
-        if _take(layout):
-            log.info("pool sandbox discarded", sandbox_id=layout.sandbox_id, reason=why)
-            await self.backend.kill(layout.sandbox_id)
+    async def _discard(self, layout: Layout, why: str) -> bool:
+        """Kill an unclaimed member; False if it was claimed (or removed) first."""
+        if not _take(layout):
+            return False
+        log.info("pool sandbox discarded", sandbox_id=layout.sandbox_id, reason=why)
+        await self.backend.kill(layout.sandbox_id)
+        return True
 
     async def claim(
         self,
@@ -218,6 +237,7 @@ class WarmPool:
             if len(self.entries(spec)[0]) >= self.size:
                 return None
             sandbox = await self.backend.launch(spec, timeout=POOL_TIMEOUT, pooled=True)
+            self.started.add(sandbox.sandbox_id)
             log.info("pool sandbox started", sandbox_id=sandbox.sandbox_id)
             return Layout(self.backend.root / sandbox.sandbox_id)
         finally:

@@ -28,6 +28,7 @@ from sandboxes.local import mounts
 from sandboxes.local.backend import LocalBackend
 from sandboxes.local.cgroups import SandboxCgroups
 from sandboxes.local.layout import Layout, cgroup_name, process_alive, read_state
+from sandboxes.local.pool import WarmPool
 from sandboxes.local.sandbox import LocalSandbox
 from sandboxes.local.templates import LocalTemplate
 
@@ -327,6 +328,55 @@ async def test_sweep_cleans_after_crashed_supervisor(
     await fresh.start()
     assert nothing_left(backend, sbx.sandbox_id) == []
     assert [pid for pid in pids if running(pid)] == []
+
+
+async def test_kill_owned_kills_what_this_backend_started_or_claimed(
+    make_settings: Callable[..., Settings], tiny_template: LocalTemplate, tmp_path: Path
+) -> None:
+    """What a stopping `worker.py --dev` kills: sandboxes it created, those it claimed from the
+    pool, and its pool's unclaimed members. A member another process claimed, and sandboxes
+    another process created, are theirs and stay."""
+    templates = {"tiny": tiny_template, "plain": dataclasses.replace(tiny_template, name="plain")}
+
+    def make() -> LocalBackend:
+        backend = LocalBackend(
+            make_settings(qai_data_dir=tmp_path, qai_sandbox_pool_size=1), templates=templates
+        )
+        backend.pool = WarmPool(backend, 1, template="tiny")
+        return backend
+
+    async def warm_member(other_than: set[str]) -> str:
+        def found() -> list[str]:
+            usable, _ = worker.pool.entries(tiny_template)
+            return [e.sandbox_id for e in usable if e.warm and e.sandbox_id not in other_than]
+
+        await wait_for(lambda: bool(found()), seconds=60)
+        return found()[0]
+
+    worker, other = make(), make()  # `other` is not started: it only claims and creates
+    await worker.start()
+    try:
+        first = await warm_member(set())
+        assert (await worker.create("tiny")).sandbox_id == first  # claimed; the pool refills
+        second = await warm_member({first})
+        assert (await other.create("tiny")).sandbox_id == second  # claimed by another process
+        worker.pool.wake()  # it would notice the claim on its next round
+        third = await warm_member({first, second})
+        created = await worker.create("plain")  # not a pool template: started for the caller
+        stranger = await other.create("plain")
+
+        killed = await worker.kill_owned()
+
+        assert killed == [third, *sorted([first, created.sandbox_id])]
+        assert not worker.pool.running
+        assert sorted(worker.list_ids()) == sorted([second, stranger.sandbox_id])
+        for sandbox_id in killed:
+            assert nothing_left(worker, sandbox_id) == []
+        assert await worker.kill_owned() == []
+    finally:
+        await worker.close()
+        for sandbox_id in worker.list_ids():
+            await other.kill(sandbox_id)
 
 
 def test_factory_chooses_backend(make_settings: Callable[..., Settings]) -> None:
