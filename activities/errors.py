@@ -60,6 +60,7 @@ def user_message(error: SandboxError, doing: str) -> str:
         return f"The sandbox service could not be reached while {doing}."
     return f"The sandbox could not be used while {doing}. The operator can find why in the logs."
 
+
 SANDBOX_GONE = f"Sandbox{SandboxNotFoundError.__name__}"
 """The ApplicationError type of a sandbox that stopped (killed or expired): a run replaces it."""
 
