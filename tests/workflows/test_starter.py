@@ -6,6 +6,7 @@ from __future__ import annotations
 import asyncio
 import json
 import os
+import signal
 import subprocess
 import sys
 import uuid
@@ -226,3 +227,81 @@ async def test_no_wait_returns_the_ids_at_once(live_starter: Run, clean_db: Data
     follow = await live_starter("send", ids["project_id"], "And again", "--json")
     assert json.loads(follow.stdout)["status"] == "RESULT"
     assert await _counts(clean_db) == (1, 4)
+
+
+async def test_an_unmigrated_database_is_one_clear_line(database_url: str) -> None:
+    import asyncpg
+
+    from tests.conftest import _plain, _with_database
+
+    name = f"qai_empty_{uuid.uuid4().hex[:8]}"
+    admin = await asyncpg.connect(_plain(database_url))
+    try:
+        await admin.execute(f'CREATE DATABASE "{name}"')
+        env = _env(_with_database(_plain(database_url), name), "127.0.0.1:1", "unused")
+        for args in (("list",), ("show", str(uuid.uuid4()))):
+            result = await _runner(env)(*args)
+            assert result.returncode == 1, result.stderr
+            assert result.stderr.strip().splitlines() == [
+                "qai: the database has no qai tables yet; run `python -m storage.migrate` "
+                "(`python worker.py --dev` does it for you)"
+            ]
+    finally:
+        await admin.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+        await admin.close()
+
+
+async def test_with_no_worker_the_cli_says_so_and_no_wait_loses_nothing(
+    temporal_dev_server: str, database_url: str, clean_db: Database, template_ready: Path
+) -> None:
+    task_queue = f"idle-{uuid.uuid4().hex[:8]}"
+    env = _env(database_url, temporal_dev_server, task_queue)
+    started = await _runner(env)("new", "A counter", "--no-wait", "--json")
+    assert started.returncode == 0, started.stderr
+    ids = json.loads(started.stdout)
+    assert await _counts(clean_db) == (0, 0)  # only the worker writes, once it runs
+
+    waiting = await asyncio.create_subprocess_exec(
+        sys.executable,
+        "starter.py",
+        "new",
+        "Another counter",
+        cwd=ROOT,
+        env=env,
+        stderr=asyncio.subprocess.PIPE,
+        stdout=asyncio.subprocess.DEVNULL,
+    )
+    try:
+        assert waiting.stderr is not None
+        said = await asyncio.wait_for(_line_containing(waiting.stderr, "waiting for a worker"), 60)
+        assert said.startswith(f"waiting for a worker on task queue {task_queue} · ")
+    finally:
+        waiting.send_signal(signal.SIGINT)
+        await asyncio.wait_for(waiting.wait(), 30)
+    assert waiting.returncode == 130
+
+    # A worker comes: the messages submitted while none ran are recorded and answered.
+    async with scripted_llm_server(SCRIPT) as llm:
+        settings = settings_for(
+            llm.base_url, temporal_address=temporal_dev_server, qai_task_queue=task_queue
+        )
+        client = await connect_temporal(temporal_dev_server)
+        async with (
+            open_services(settings, database_url) as services,
+            build_worker(client, services),
+        ):
+            async with asyncio.timeout(180):
+                while await _counts(clean_db) != (2, 4):
+                    await asyncio.sleep(0.5)
+            shown = json.loads((await _runner(env)("show", ids["project_id"], "--json")).stdout)
+            assert [m["id"] for m in shown["messages"]][:1] == [ids["message_id"]]
+            assert shown["messages"][1]["type"] == "RESULT"
+            await _kill_project_sandboxes(client, clean_db, services.sandboxes)
+
+
+async def _line_containing(stream: asyncio.StreamReader, text: str) -> str:
+    async for raw in stream:
+        line = raw.decode()
+        if text in line:
+            return line.strip()
+    raise AssertionError(f"the CLI ended without saying {text!r}")
