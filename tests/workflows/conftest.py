@@ -137,13 +137,13 @@ class Harness:
         status = await self.project_status(project_id)
         if status.sandbox_id:
             self.sandbox_ids.add(status.sandbox_id)
-        await self._record(project_id, message_id)
+        await self.record_histories(project_id, message_id)
         return outcome
 
     def _settings(self) -> Settings:
         return self.settings.model_copy(update={"qai_task_queue": self.task_queue})
 
-    async def _record(self, project_id: uuid.UUID, message_id: uuid.UUID) -> None:
+    async def record_histories(self, project_id: uuid.UUID, message_id: uuid.UUID) -> None:
         """With QAI_RECORD_HISTORIES=1, keep the histories for the replay tests."""
         if not os.environ.get("QAI_RECORD_HISTORIES"):
             return

@@ -113,6 +113,7 @@ async def test_a_run_that_fails_for_any_reason_still_gets_an_error_reply(
         await run.terminate("an operator stopped it")
 
         reply = await reply_within(harness, message_id)
+        await harness.record_histories(project_id, message_id)
         assert reply.type == MessageType.ERROR
         assert "failure inside the service" in reply.content
         assert reply.reply_to_id == message_id
@@ -233,6 +234,7 @@ async def test_a_sandbox_killed_mid_run_is_replaced_and_the_run_goes_on(agent_ha
 
         reply = await reply_within(harness, message_id)
         harness.sandbox_ids.update(await live_sandboxes(harness, project_id))
+        await harness.record_histories(project_id, message_id)
         assert reply.type == MessageType.RESULT, reply.content
         assert reply.content == "Survived the sandbox."
         [survivor] = await live_sandboxes(harness, project_id)
