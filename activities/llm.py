@@ -12,9 +12,10 @@ from openai import APIError
 from pydantic import BaseModel, Field
 from temporalio import activity
 
+from activities.events import TokenStream, run_phase
 from activities.heartbeat import heartbeating
 from activities.services import Services
-from agent.llm import chat_completion, classify_llm_error, usage_of
+from agent.llm import chat_completion, classify_llm_error, stream_chat_completion, usage_of
 from agent.prompt import TITLE_PROMPT, clean_title, extract_task_summary, fallback_title
 from agent.tools import TOOL_DEFINITIONS
 from storage import transcript
@@ -96,6 +97,14 @@ class LlmActivities:
     @activity.defn(name="agent_turn")
     async def agent_turn(self, input: AgentTurnInput) -> AgentTurnResult:
         db = self._services.db
+        await run_phase(
+            db,
+            input.run_id,
+            "thinking",
+            iteration=input.iteration,
+            max_iterations=self._services.settings.qai_max_iterations,
+            key=f"thinking:{input.iteration}",
+        )
         async with db.session() as session:
             stored = await transcript.assistant_turn(session, input.run_id, input.iteration)
             if stored is not None:
@@ -113,14 +122,17 @@ class LlmActivities:
                 )
                 await session.commit()
                 messages = await transcript.chat_messages(session, input.run_id)
+        tokens_out = TokenStream(db, input.run_id, input.iteration)
         try:
             async with heartbeating():
-                completion = await chat_completion(
+                completion = await stream_chat_completion(
                     self._services.llm,
                     model=input.model,
                     messages=messages,
                     tools=TOOL_DEFINITIONS,
+                    on_text=tokens_out.add,
                 )
+                await tokens_out.flush()
         except APIError as error:
             raise classify_llm_error(error) from error
         choice = completion.choices[0].message
@@ -162,6 +174,13 @@ class LlmActivities:
         The title is optional, so its call has its own short timeout (QAI_TITLE_TIMEOUT): a slow
         title model never holds up, or fails, a finished run.
         """
+        await run_phase(
+            self._services.db,
+            input.run_id,
+            "saving",
+            max_iterations=self._services.settings.qai_max_iterations,
+            key="saving",
+        )
         async with self._services.db.session() as session:
             stored = await transcript.stored_title(session, input.run_id)
         if stored:

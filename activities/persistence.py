@@ -10,13 +10,16 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from temporalio import activity
 from temporalio.exceptions import ApplicationError
 
+from activities.events import emit, run_phase
 from activities.services import Services
 from agent.prompt import system_prompt
 from conversation import build_conversation_payload, load_project_conversation_context
 from sandboxes.template import load_manifest
 from storage import queries, snapshots, transcript
 from storage.errors import MessageNotFoundError, ProjectNotFoundError
-from storage.models import FragmentData, MessageRole, MessageType
+from storage.events import EventKind
+from storage.models import FragmentData, Message, MessageRole, MessageType
+from storage.views import message_view
 
 
 class StartRunInput(BaseModel):
@@ -76,6 +79,19 @@ class SavedReply(BaseModel):
     files: int
 
 
+async def emit_message(
+    services: Services, message: Message, run_id: uuid.UUID | None = None
+) -> None:
+    """A `message` event for a saved message (its fragment loaded), once per message."""
+    await emit(
+        services.db,
+        run_id or message.id,
+        EventKind.MESSAGE,
+        f"message:{message.id}",
+        message_view(message),
+    )
+
+
 def _permanent(error: Exception) -> ApplicationError:
     """The project or message was deleted: retrying cannot bring it back."""
     return ApplicationError(str(error), type=type(error).__name__, non_retryable=True)
@@ -99,6 +115,9 @@ class PersistenceActivities:
                 )
             except (ProjectNotFoundError, MessageNotFoundError) as error:
                 raise _permanent(error) from error
+            message = await queries.get_message(session, input.message_id)
+        if message is not None:
+            await emit_message(self._services, message)
         return RecordedMessage(answered=answered)
 
     @activity.defn(name="start_run")
@@ -156,6 +175,9 @@ class PersistenceActivities:
     @activity.defn(name="save_reply")
     async def save_reply(self, input: SaveReplyInput) -> SavedReply:
         """Save exactly one assistant message for the user message, with its fragment."""
+        db = self._services.db
+        max_iterations = self._services.settings.qai_max_iterations
+        await run_phase(db, input.run_id, "saving", max_iterations=max_iterations, key="saving")
         try:
             async with self._services.db.session() as session:
                 fragment = None
@@ -176,6 +198,23 @@ class PersistenceActivities:
                 )
         except (ProjectNotFoundError, MessageNotFoundError) as error:
             raise _permanent(error) from error
+        await emit_message(self._services, message, run_id=input.run_id)
+        if message.type == MessageType.ERROR:
+            await emit(
+                db,
+                input.run_id,
+                EventKind.ERROR,
+                "error",
+                {"message_id": str(input.run_id), "content": message.content},
+            )
+        await run_phase(
+            db,
+            input.run_id,
+            "done",
+            iteration=input.iterations,
+            max_iterations=max_iterations,
+            key="done",
+        )
         return SavedReply(
             message_id=message.id,
             status=ReplyStatus(message.type),

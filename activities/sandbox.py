@@ -8,6 +8,7 @@ from pydantic import BaseModel
 from temporalio import activity
 
 from activities.errors import sandbox_failure
+from activities.events import run_phase
 from activities.heartbeat import heartbeating
 from activities.services import Services
 from agent.tools import bound
@@ -72,6 +73,8 @@ class ExtendSandboxInput(BaseModel):
     project_id: uuid.UUID
     sandbox_id: str
     timeout_seconds: int | None = None
+    run_id: uuid.UUID | None = None
+    """Set when a finished run checks its preview: the run's `verifying` phase."""
 
 
 class SandboxActivities:
@@ -84,6 +87,13 @@ class SandboxActivities:
         timeout = self._services.settings.qai_sandbox_timeout
         info = activity.info()
         request = f"{info.workflow_id}/{info.activity_id}"
+        await run_phase(
+            self._services.db,
+            input.run_id,
+            "sandbox",
+            max_iterations=self._services.settings.qai_max_iterations,
+            key=f"sandbox:{info.activity_id}",
+        )
         try:
             if input.sandbox_id:
                 try:
@@ -188,6 +198,14 @@ class SandboxActivities:
     async def extend_sandbox(self, input: ExtendSandboxInput) -> None:
         """Keep the preview alive for a full timeout after a run hands it to the user."""
         timeout = input.timeout_seconds or self._services.settings.qai_sandbox_timeout
+        if input.run_id is not None:
+            await run_phase(
+                self._services.db,
+                input.run_id,
+                "verifying",
+                max_iterations=self._services.settings.qai_max_iterations,
+                key=f"verifying:{activity.info().activity_id}",
+            )
         try:
             sandbox = await self._services.sandboxes.connect(input.sandbox_id)
             await sandbox.set_timeout(timeout)

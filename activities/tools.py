@@ -9,11 +9,13 @@ from temporalio import activity
 from temporalio.exceptions import ApplicationError
 
 from activities.errors import sandbox_failure
+from activities.events import emit, run_phase
 from activities.heartbeat import heartbeating
 from activities.services import Services
 from agent.tools import execute_tool
 from sandboxes.base import SandboxError
 from storage import snapshots, transcript
+from storage.events import EventKind
 
 RESTARTED_NOTE = (
     "Note: the sandbox stopped and this environment was restarted. The workspace was restored "
@@ -73,6 +75,15 @@ class ToolActivities:
             if done is not None:  # a retry after the result was stored: don't run it again
                 files = await transcript.file_count(session, input.run_id)
                 return ToolCallResult(name=name, ok=True, brief="already done", files_in_run=files)
+        await run_phase(
+            db,
+            input.run_id,
+            "tool",
+            iteration=input.iteration,
+            max_iterations=self._services.settings.qai_max_iterations,
+            tool=name,
+            key=f"tool:{input.tool_call_id}",
+        )
 
         backend = self._services.sandboxes
         snapshot = None
@@ -108,6 +119,19 @@ class ToolActivities:
                 )
             files = await transcript.file_count(session, input.run_id)
             await session.commit()
+        await emit(
+            db,
+            input.run_id,
+            EventKind.TOOL,
+            f"tool-done:{input.tool_call_id}",
+            {
+                "message_id": str(input.run_id),
+                "iteration": input.iteration,
+                "name": name,
+                "ok": outcome.ok,
+                "brief": outcome.brief,
+            },
+        )
         return ToolCallResult(
             name=name,
             ok=outcome.ok,

@@ -12,7 +12,7 @@ import email.utils
 import math
 import re
 import time
-from collections.abc import Iterable, Mapping
+from collections.abc import Awaitable, Callable, Iterable, Mapping
 from datetime import timedelta
 from enum import StrEnum
 from typing import Any
@@ -134,6 +134,86 @@ async def chat_completion(
             type=LLMErrorType.BAD_RESPONSE,
         )
     return completion
+
+
+_FINISH_REASONS = {"stop", "length", "tool_calls", "content_filter", "function_call"}
+
+TextSink = Callable[[str], Awaitable[None]]
+"""Receives the reply's text as it is generated, one delta at a time."""
+
+
+async def stream_chat_completion(
+    client: openai.AsyncOpenAI,
+    *,
+    model: str,
+    messages: Iterable[Mapping[str, Any]],
+    tools: Iterable[Mapping[str, Any]] | None = None,
+    on_text: TextSink,
+) -> ChatCompletion:
+    """One streaming Chat Completions call, handed back whole, as `chat_completion` does.
+
+    Text deltas go to `on_text` as they arrive (for the live event stream); content and tool
+    calls are put together from the chunks, so the caller stores the complete reply once.
+    Usage is asked for with `stream_options.include_usage`.
+    """
+    options: dict[str, Any] = {"stream": True, "stream_options": {"include_usage": True}}
+    if tools:
+        options["tools"] = list(tools)
+    stream = await client.chat.completions.create(model=model, messages=list(messages), **options)
+    content: list[str] = []
+    calls: dict[int, dict[str, Any]] = {}
+    finish_reason: str | None = None
+    usage: Any = None
+    ident, created, model_name = "", 0, model
+    seen_choice = False
+    async for chunk in stream:
+        ident, created, model_name = chunk.id or ident, chunk.created or created, chunk.model
+        if chunk.usage is not None:
+            usage = chunk.usage.model_dump()
+        for choice in chunk.choices:
+            seen_choice = True
+            delta = choice.delta
+            if delta.content:
+                content.append(delta.content)
+                await on_text(delta.content)
+            for call in delta.tool_calls or []:
+                slot = calls.setdefault(
+                    call.index,
+                    {"id": "", "type": "function", "function": {"name": "", "arguments": ""}},
+                )
+                if call.id:
+                    slot["id"] = call.id
+                if call.function is not None:
+                    slot["function"]["name"] += call.function.name or ""
+                    slot["function"]["arguments"] += call.function.arguments or ""
+            finish_reason = choice.finish_reason or finish_reason
+    if not seen_choice:
+        raise ApplicationError(
+            "The model provider returned a reply without any choices.",
+            {"status_code": 200},
+            type=LLMErrorType.BAD_RESPONSE,
+        )
+    message: dict[str, Any] = {"role": "assistant", "content": "".join(content) or None}
+    if calls:
+        message["tool_calls"] = [calls[index] for index in sorted(calls)]
+    return ChatCompletion.model_validate(
+        {
+            "id": ident or "stream",
+            "object": "chat.completion",
+            "created": created,
+            "model": model_name,
+            "choices": [
+                {
+                    "index": 0,
+                    "message": message,
+                    "finish_reason": finish_reason
+                    if finish_reason in _FINISH_REASONS
+                    else ("tool_calls" if calls else "stop"),
+                }
+            ],
+            "usage": usage,
+        }
+    )
 
 
 def usage_of(completion: ChatCompletion) -> dict[str, int]:

@@ -144,6 +144,17 @@ async def get_messages(session: AsyncSession, project_id: uuid.UUID) -> list[Mes
     return list((await session.scalars(statement)).all())
 
 
+async def get_message(session: AsyncSession, message_id: uuid.UUID) -> Message | None:
+    """One message, its fragment loaded."""
+    statement = (
+        select(Message)
+        .where(Message.id == message_id)
+        .options(selectinload(Message.fragment))
+        .execution_options(populate_existing=True)
+    )
+    return (await session.scalars(statement)).one_or_none()
+
+
 async def get_reply(session: AsyncSession, user_message_id: uuid.UUID) -> Message | None:
     """The assistant message answering `user_message_id`, if it was saved."""
     statement = (
