@@ -21,11 +21,13 @@ from temporalio.client import Client
 from temporalio.exceptions import ApplicationError
 from temporalio.worker import Worker
 
+from activities.deletion import DeletionActivities
 from activities.llm import LlmActivities
 from activities.persistence import PersistenceActivities
 from activities.sandbox import SandboxActivities
 from activities.services import Services, open_services
 from activities.tools import ToolActivities
+from activities.versions import VersionActivities
 from runtime.interceptors import LogContextInterceptor
 from runtime.logs import configure_logging, get_logger
 from runtime.processes import stop_signals
@@ -45,6 +47,8 @@ def activities_for(services: Services) -> list[Any]:
     llm = LlmActivities(services)
     tools = ToolActivities(services)
     persistence = PersistenceActivities(services)
+    versions = VersionActivities(services)
+    deletion = DeletionActivities(services)
     return [
         sandbox.acquire_sandbox,
         sandbox.hydrate_sandbox,
@@ -56,6 +60,8 @@ def activities_for(services: Services) -> list[Any]:
         persistence.record_message,
         persistence.start_run,
         persistence.save_reply,
+        versions.restore_version,
+        deletion.delete_project,
     ]
 
 

@@ -7,6 +7,7 @@ carries ids and short results only, while transcripts and files stay in PostgreS
 
 from __future__ import annotations
 
+import asyncio
 import uuid
 from datetime import datetime, timedelta
 
@@ -92,6 +93,9 @@ OPTIONAL_STEPS_PATCH = "optional-steps-never-fail"
 """The preview is checked before the RESULT is saved; the title can only fall back."""
 
 
+CANCELLED_TEXT = "Cancelled. Everything the agent wrote so far is kept in the project."
+
+
 class SandboxKeptDying(Exception):
     """The run replaced its sandbox as often as allowed and the new one died too."""
 
@@ -123,6 +127,7 @@ class CodeAgentWorkflow:
             started_at=None,
         )
         self._replacements = 0
+        self._lease: SandboxLease | None = None
 
     @workflow.query
     def progress(self) -> RunProgress:
@@ -130,6 +135,22 @@ class CodeAgentWorkflow:
 
     @workflow.run
     async def run(self, input: AgentRunInput) -> AgentRunResult:
+        try:
+            return await self._run(input)
+        except asyncio.CancelledError:
+            # Cancelled on request (the project's `cancel`): the run ends as an ERROR and keeps
+            # its sandbox, whose workspace is already snapshotted after every tool call. The
+            # save is shielded, so a second cancel request cannot leave the message unanswered.
+            saving = asyncio.ensure_future(
+                self._save_error(input, self._lease, CANCELLED_TEXT, self._progress.iteration)
+            )
+            while True:
+                try:
+                    return await asyncio.shield(saving)
+                except asyncio.CancelledError:
+                    continue
+
+    async def _run(self, input: AgentRunInput) -> AgentRunResult:
         self._progress.started_at = workflow.now()
         try:
             run = await workflow.execute_activity_method(
@@ -273,7 +294,11 @@ class CodeAgentWorkflow:
         try:
             await workflow.execute_activity_method(
                 SandboxActivities.extend_sandbox,
-                ExtendSandboxInput(project_id=input.project_id, sandbox_id=lease.sandbox_id),
+                ExtendSandboxInput(
+                    project_id=input.project_id,
+                    sandbox_id=lease.sandbox_id,
+                    run_id=input.message_id,
+                ),
                 start_to_close_timeout=timedelta(seconds=30),
                 retry_policy=SANDBOX_RETRY,
                 summary="keep the preview alive",
@@ -329,7 +354,7 @@ class CodeAgentWorkflow:
         return lease
 
     async def _acquire(self, input: AgentRunInput, sandbox_id: str | None) -> SandboxLease:
-        return await workflow.execute_activity_method(
+        self._lease = await workflow.execute_activity_method(
             SandboxActivities.acquire_sandbox,
             AcquireSandboxInput(
                 project_id=input.project_id, run_id=input.message_id, sandbox_id=sandbox_id
@@ -339,6 +364,7 @@ class CodeAgentWorkflow:
             retry_policy=SANDBOX_RETRY,
             summary="reuse sandbox" if sandbox_id else "create sandbox",
         )
+        return self._lease
 
     async def _restore(self, input: AgentRunInput, lease: SandboxLease) -> RestoredWorkspace:
         return await workflow.execute_activity_method(

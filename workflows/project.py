@@ -27,6 +27,7 @@ from temporalio.common import (
 from temporalio.exceptions import ActivityError, ChildWorkflowError
 
 with workflow.unsafe.imports_passed_through():
+    from activities.deletion import DeleteProjectInput, DeletionActivities
     from activities.persistence import (
         PersistenceActivities,
         RecordedMessage,
@@ -34,7 +35,15 @@ with workflow.unsafe.imports_passed_through():
         ReplyStatus,
         SaveReplyInput,
     )
-    from workflows.code_agent import AgentRunInput, AgentRunResult, CodeAgentWorkflow
+    from activities.sandbox import AcquireSandboxInput, SandboxActivities, SandboxLease
+    from activities.versions import RestoredVersion, RestoreVersionInput, VersionActivities
+    from workflows.code_agent import (
+        CANCELLED_TEXT,
+        SANDBOX_RETRY,
+        AgentRunInput,
+        AgentRunResult,
+        CodeAgentWorkflow,
+    )
 
 PROJECT_ID = SearchAttributeKey.for_keyword("QaiProjectId")
 
@@ -78,6 +87,27 @@ class EnqueueMessage(BaseModel):
     """Set for the first message of a new project: the project row is created with it."""
 
 
+class CancelRun(BaseModel):
+    """Cancel the running message: it ends as an ERROR and keeps what it wrote."""
+
+    message_id: uuid.UUID | None = None
+    """Only this message's run, when set; a run that already ended is left alone."""
+
+
+class RestoreVersion(BaseModel):
+    """Make an earlier fragment current, in turn with the messages queued before it."""
+
+    message_id: uuid.UUID
+    """The id of the ASSISTANT message it produces, chosen by the client."""
+    fragment_id: uuid.UUID
+
+
+class DeleteProject(BaseModel):
+    """Cancel the project's runs, drop its queue, stop its sandboxes and remove its rows."""
+
+    requested_by: str = "api"
+
+
 # Writing the USER row must not give up while PostgreSQL is down: the message is only in
 # this workflow's history until it is written.
 RECORD_RETRY = RetryPolicy(
@@ -112,25 +142,34 @@ class ProjectWorkflow:
         self._outcomes: dict[uuid.UUID, MessageOutcome] = {}
         self._answered = 0
         self._recording = asyncio.Lock()
+        self._child: workflow.ChildWorkflowHandle | None = None
+        self._cancel_requested: set[uuid.UUID] = set()
+        self._restores: dict[uuid.UUID, RestoreVersion] = {}
+        self._deleting = False
 
     @workflow.run
     async def run(self, input: ProjectInput) -> None:
         idle = timedelta(seconds=input.idle_timeout_seconds)
         while True:
             try:
-                await workflow.wait_condition(lambda: bool(self._queue), timeout=idle)
+                await workflow.wait_condition(
+                    lambda: bool(self._queue) or self._deleting, timeout=idle
+                )
             except TimeoutError:
                 await workflow.wait_condition(workflow.all_handlers_finished)
                 if not self._queue:
                     workflow.logger.info("project idle; closing its entity workflow")
                     return
-            while self._queue:
+            while self._queue and not self._deleting:
                 message_id = self._queue[0]
                 self._running = message_id
                 self._outcomes[message_id] = await self._answer(message_id)
                 self._queue.pop(0)
                 self._running = None
                 self._answered += 1
+            if self._deleting:
+                await self._delete()
+                return
             long_enough = self._answered >= input.continue_after
             if long_enough or workflow.info().is_continue_as_new_suggested():
                 # Replies are handed back before the history is cut; a message arriving
@@ -177,6 +216,93 @@ class ProjectWorkflow:
             if not recorded.answered and key not in self._queue:
                 self._queue.append(key)
 
+    @workflow.signal
+    def cancel(self, request: CancelRun) -> None:
+        """Cancel the running message's run; its child saves the ERROR reply itself."""
+        running = self._running
+        if running is None or self._child is None:
+            return
+        if request.message_id is not None and request.message_id != running:
+            return
+        self._cancel_requested.add(running)
+        self._child.cancel()
+
+    @workflow.signal
+    def restore(self, request: RestoreVersion) -> None:
+        """Queue a restore behind the messages already queued, once."""
+        key = request.message_id
+        if key in self._outcomes or key in self._queue or key == self._running:
+            return
+        self._restores[key] = request
+        self._queue.append(key)
+
+    @workflow.signal
+    def delete(self, request: DeleteProject) -> None:
+        """Delete the project once the running message has stopped (it is cancelled)."""
+        workflow.logger.info("project deletion requested by %s", request.requested_by)
+        self._deleting = True
+        self._queue[1 if self._running is not None else 0 :] = []
+        if self._running is not None and self._child is not None:
+            self._cancel_requested.add(self._running)
+            self._child.cancel()
+
+    async def _delete(self) -> None:
+        await workflow.wait_condition(workflow.all_handlers_finished)
+        await workflow.execute_activity_method(
+            DeletionActivities.delete_project,
+            DeleteProjectInput(project_id=self._project_id, sandbox_id=self._sandbox_id),
+            start_to_close_timeout=timedelta(minutes=2),
+            retry_policy=RECORD_RETRY,
+            summary="delete the project",
+        )
+
+    async def _restore_version(self, request: RestoreVersion) -> MessageOutcome:
+        """A fresh sandbox gets the version exactly; the old one is stopped once it is live."""
+        run_id = f"restore-{request.message_id}"
+        try:
+            lease: SandboxLease = await workflow.execute_activity_method(
+                SandboxActivities.acquire_sandbox,
+                AcquireSandboxInput(project_id=self._project_id, run_id=request.message_id),
+                start_to_close_timeout=timedelta(minutes=3),
+                heartbeat_timeout=timedelta(seconds=60),
+                retry_policy=SANDBOX_RETRY,
+                summary="create a sandbox for the restored version",
+            )
+            restored: RestoredVersion = await workflow.execute_activity_method(
+                VersionActivities.restore_version,
+                RestoreVersionInput(
+                    project_id=self._project_id,
+                    message_id=request.message_id,
+                    fragment_id=request.fragment_id,
+                    sandbox_id=lease.sandbox_id,
+                    sandbox_url=lease.url,
+                    previous_sandbox_id=self._sandbox_id,
+                ),
+                start_to_close_timeout=timedelta(minutes=12),
+                heartbeat_timeout=timedelta(seconds=60),
+                retry_policy=SANDBOX_RETRY,
+                summary=f"restore version {request.fragment_id}",
+            )
+        except ActivityError as error:
+            workflow.logger.warning("restore %s failed: %s", request.message_id, error.cause)
+            return MessageOutcome(
+                message_id=request.message_id,
+                workflow_id=run_id,
+                status=ReplyStatus.ERROR,
+                assistant_message_id=None,
+                content="The version could not be restored.",
+            )
+        self._sandbox_id = lease.sandbox_id
+        return MessageOutcome(
+            message_id=request.message_id,
+            workflow_id=run_id,
+            status=ReplyStatus.RESULT,
+            assistant_message_id=restored.message_id,
+            content=f"Restored version {restored.title}",
+            sandbox_url=lease.url,
+            title=restored.title,
+        )
+
     @workflow.query
     def status(self) -> ProjectStatus:
         return ProjectStatus(
@@ -192,6 +318,8 @@ class ProjectWorkflow:
             "The run stopped because of a failure inside the service, before it could finish. "
             "Nothing you asked for was lost: send your message again to retry."
         )
+        if message_id in self._cancel_requested:  # cancelled before the run could catch it
+            text = CANCELLED_TEXT
         try:
             saved = await workflow.execute_activity_method(
                 PersistenceActivities.save_reply,
@@ -224,9 +352,12 @@ class ProjectWorkflow:
         )
 
     async def _answer(self, message_id: uuid.UUID) -> MessageOutcome:
+        if message_id in self._restores:
+            return await self._restore_version(self._restores.pop(message_id))
         run_id = agent_run_workflow_id(message_id)
         try:
-            result: AgentRunResult = await workflow.execute_child_workflow(
+            # Started, then awaited, so `cancel` can reach the run through its handle.
+            self._child = await workflow.start_child_workflow(
                 CodeAgentWorkflow.run,
                 AgentRunInput(
                     project_id=self._project_id,
@@ -237,6 +368,7 @@ class ProjectWorkflow:
                 search_attributes=project_search_attributes(self._project_id),
                 static_summary=f"answer message {message_id}",
             )
+            result: AgentRunResult = await self._child
         except ChildWorkflowError as error:
             workflow.logger.error("agent run %s failed: %s", run_id, error.cause or error)
             if not workflow.patched(SAVE_FAILED_RUN_PATCH):
@@ -248,6 +380,8 @@ class ProjectWorkflow:
                     content="The run failed inside the service; see the workflow in the Web UI.",
                 )
             return await self._save_failed_run(message_id, run_id)
+        finally:
+            self._child = None
         if result.sandbox_id:
             self._sandbox_id = result.sandbox_id
         return MessageOutcome(
