@@ -17,6 +17,7 @@ import uuid
 from collections.abc import Callable
 from dataclasses import dataclass
 
+from pydantic import BaseModel
 from temporalio.api.enums.v1 import TaskQueueKind, TaskQueueType
 from temporalio.api.taskqueue.v1 import TaskQueue
 from temporalio.api.workflowservice.v1 import DescribeTaskQueueRequest
@@ -150,6 +151,13 @@ async def enqueue(
     client: Client, settings: Settings, project_id: uuid.UUID, message: EnqueueMessage
 ) -> None:
     """Signal-with-start: durable as soon as it returns, whether or not a worker is up."""
+    await signal_project(client, settings, project_id, "enqueue", message)
+
+
+async def signal_project(
+    client: Client, settings: Settings, project_id: uuid.UUID, signal: str, argument: BaseModel
+) -> None:
+    """Send one of ProjectWorkflow's signals, starting the entity if it is not running."""
     workflow_id = project_workflow_id(project_id)
     try:
         await client.start_workflow(
@@ -157,15 +165,15 @@ async def enqueue(
             ProjectInput(project_id=project_id, idle_timeout_seconds=settings.qai_sandbox_timeout),
             id=workflow_id,
             task_queue=settings.qai_task_queue,
-            start_signal="enqueue",
-            start_signal_args=[message],
+            start_signal=signal,
+            start_signal_args=[argument],
             search_attributes=project_search_attributes(project_id),
             static_summary=f"project {project_id}",
         )
     except WorkflowAlreadyStartedError:
         # Two first messages raced and the time-skipping test server does not make
         # signal-with-start atomic; the entity now runs, so signal it.
-        await client.get_workflow_handle(workflow_id).signal(ProjectWorkflow.enqueue, message)
+        await client.get_workflow_handle(workflow_id).signal(signal, argument)
 
 
 async def reply_to(db: Database, message_id: uuid.UUID) -> Message | None:

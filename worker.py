@@ -131,8 +131,14 @@ async def serve(settings: Settings, *, dev: bool) -> None:
                 worker = build_worker(client, services)
                 async with worker:
                     if dev:
+                        from api.server import running_api
+
+                        api_url = await stack.enter_async_context(
+                            running_api(settings, database_url, client)
+                        )
                         print(
                             f"\nqai is running.\n  Temporal Web UI: {local.ui_url}\n"
+                            f"  API:             {api_url}  (docs: {api_url}/docs)\n"
                             f"  Temporal:        {address}\n"
                             f"  Task queue:      {settings.qai_task_queue}\n"
                             '  Try:             .venv/bin/python starter.py new "A todo app"\n'
@@ -158,13 +164,16 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = parser.parse_args(argv)
     settings = settings_or_exit()
     configure_logging(settings.qai_log_format, settings.qai_log_level)
+    from api.server import ApiExposedError, check_exposure
     from runtime.localstack import LOCAL_STACK_ERRORS
     from sandboxes.base import SandboxError
     from sandboxes.template import TemplateError
 
     try:
+        if args.dev:
+            check_exposure(settings)
         asyncio.run(serve(settings, dev=args.dev))
-    except (*LOCAL_STACK_ERRORS, SandboxError, TemplateError) as error:
+    except (*LOCAL_STACK_ERRORS, SandboxError, TemplateError, ApiExposedError) as error:
         print(f"qai: {error}", file=sys.stderr)
         return 1
     except ApplicationError as error:  # e.g. no model configured

@@ -184,6 +184,7 @@ def main() -> int:
         fragment = result["fragment"]
         status = check_preview(fragment["sandbox_url"])
         ui_port = env.get("QAI_TEMPORAL_UI_PORT", "8233")
+        api = f"http://{env.get('QAI_API_HOST', '127.0.0.1')}:{env.get('QAI_API_PORT', '8000')}"
         namespace = env.get("TEMPORAL_NAMESPACE", "default")
         print(
             f"\n{fragment['title']}\n\n{result['content']}\n\n"
@@ -191,6 +192,7 @@ def main() -> int:
             f"Files:   {', '.join(sorted(fragment['files']))}\n"
             f"Web UI:  http://localhost:{ui_port}/namespaces/{namespace}/workflows/"
             f"{result['workflow_id']}\n"
+            f"API:     {api}/api/projects/{result['project_id']}  (docs: {api}/docs)\n"
             f"Project: {result['project_id']}  (follow up with: .venv/bin/python starter.py send "
             f'{result["project_id"]} "Add a dark mode toggle")\n',
             flush=True,

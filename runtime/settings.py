@@ -107,6 +107,17 @@ class Settings(BaseSettings):
         description="Sandboxes a run may replace when one dies mid-run before it ends in an ERROR.",
     )
 
+    # HTTP API
+    qai_api_host: str = Field(default="127.0.0.1", description="Address the HTTP API listens on.")
+    qai_api_port: int = Field(default=8000, ge=0, le=65535, description="Port of the HTTP API.")
+    qai_api_token: SecretStr | None = Field(
+        default=None, description="Bearer token every /api route then needs."
+    )
+    qai_rate_limit: str = Field(
+        default="20/minute",
+        description="Message submissions per client: N/second, N/minute or N/hour.",
+    )
+
     # Local files and logs
     qai_data_dir: Path = Field(
         default=Path(".qai"),
@@ -139,6 +150,22 @@ class Settings(BaseSettings):
         if not value.startswith(("postgresql://", "postgres://", "postgresql+asyncpg://")):
             raise ValueError("must be a postgresql:// URL")
         return value
+
+    @field_validator("qai_rate_limit")
+    @classmethod
+    def _rate(cls, value: str) -> str:
+        count, sep, unit = value.strip().partition("/")
+        if not sep or not count.isdigit() or int(count) < 1:
+            raise ValueError("must look like 20/minute")
+        if unit not in {"second", "minute", "hour"}:
+            raise ValueError("the period must be second, minute or hour")
+        return value.strip()
+
+    @property
+    def rate_limit(self) -> tuple[int, float]:
+        """QAI_RATE_LIMIT as (requests, seconds)."""
+        count, _, unit = self.qai_rate_limit.partition("/")
+        return int(count), {"second": 1.0, "minute": 60.0, "hour": 3600.0}[unit]
 
     @property
     def data_dir(self) -> Path:

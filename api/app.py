@@ -1,0 +1,59 @@
+"""The FastAPI app: routes, the token check, body limits, JSON errors and offline /docs."""
+
+from __future__ import annotations
+
+from collections.abc import Awaitable, Callable
+
+from fastapi import FastAPI, Request, Response
+from fastapi.openapi.docs import get_swagger_ui_html
+from fastapi.responses import HTMLResponse
+from fastapi.staticfiles import StaticFiles
+from swagger_ui_bundle import swagger_ui_path
+
+from api import auth, errors
+from api.context import ApiContext
+from api.limits import BodyLimitMiddleware
+from api.routes import fragments, health, projects
+
+ASSETS = "/docs-assets"
+
+
+def create_app(context: ApiContext) -> FastAPI:
+    """An app bound to `context`; serving it is the caller's (uvicorn) business."""
+    app = FastAPI(
+        title="qai",
+        summary="Turn a prompt into a running Next.js app.",
+        version="1",
+        docs_url=None,
+        redoc_url=None,
+    )
+    app.state.context = context
+    errors.install(app)
+
+    @app.middleware("http")
+    async def require_token(
+        request: Request, call_next: Callable[[Request], Awaitable[Response]]
+    ) -> Response:
+        if request.url.path.startswith("/api") and not auth.authorized(request):
+            return auth.unauthorized()
+        return await call_next(request)
+
+    app.add_middleware(BodyLimitMiddleware)
+    app.include_router(projects.router)
+    app.include_router(fragments.router)
+    app.include_router(health.router)
+    app.include_router(auth.router)
+    # Swagger UI from the installed package: /docs loads nothing from outside this machine.
+    app.mount(ASSETS, StaticFiles(directory=swagger_ui_path), name="docs-assets")
+
+    @app.get("/docs", include_in_schema=False)
+    async def docs() -> HTMLResponse:
+        return get_swagger_ui_html(
+            openapi_url="/openapi.json",
+            title="qai API",
+            swagger_js_url=f"{ASSETS}/swagger-ui-bundle.js",
+            swagger_css_url=f"{ASSETS}/swagger-ui.css",
+            swagger_favicon_url=f"{ASSETS}/favicon-32x32.png",
+        )
+
+    return app

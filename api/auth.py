@@ -1,0 +1,82 @@
+"""The API token: `Authorization: Bearer <token>` for programs, an HttpOnly cookie for browsers.
+
+The cookie holds an HMAC of the token, not the token, and is set by a login form, so the token
+never appears in a URL or an access log. With no QAI_API_TOKEN every request is let through
+(the API then only listens on loopback; see `api.server.check_exposure`).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import hmac
+
+from fastapi import APIRouter, Form, Request
+from fastapi.responses import HTMLResponse, JSONResponse, RedirectResponse, Response
+
+from api.context import context_of
+
+COOKIE = "qai_session"
+
+router = APIRouter(include_in_schema=False)
+
+_LOGIN_PAGE = """<!doctype html><html><head><meta charset="utf-8"><title>qai login</title></head>
+<body style="font-family:sans-serif;max-width:24rem;margin:4rem auto">
+<h1>qai</h1>{error}<form method="post" action="/login">
+<label>API token <input name="token" type="password" autocomplete="current-password" autofocus>
+</label> <button type="submit">Log in</button></form></body></html>"""
+
+
+def session_value(token: str) -> str:
+    return hmac.new(token.encode(), b"qai-browser-session", hashlib.sha256).hexdigest()
+
+
+def authorized(request: Request) -> bool:
+    """Whether the request carries the token (as a Bearer header or the login cookie)."""
+    secret = context_of(request).settings.qai_api_token
+    if secret is None or not secret.get_secret_value():
+        return True
+    token = secret.get_secret_value()
+    scheme, _, given = request.headers.get("authorization", "").partition(" ")
+    if scheme.lower() == "bearer" and hmac.compare_digest(given.strip(), token):
+        return True
+    cookie = request.cookies.get(COOKIE, "")
+    return bool(cookie) and hmac.compare_digest(cookie, session_value(token))
+
+
+def unauthorized() -> JSONResponse:
+    return JSONResponse(
+        {"detail": "this API needs its token: send Authorization: Bearer <token>, or log in"},
+        status_code=401,
+        headers={"WWW-Authenticate": "Bearer"},
+    )
+
+
+@router.get("/login")
+async def login_page() -> HTMLResponse:
+    return HTMLResponse(_LOGIN_PAGE.format(error=""))
+
+
+@router.post("/login")
+async def login(request: Request, token: str = Form("")) -> Response:
+    secret = context_of(request).settings.qai_api_token
+    expected = secret.get_secret_value() if secret else ""
+    if not expected or not hmac.compare_digest(token, expected):
+        page = _LOGIN_PAGE.format(error="<p>That token is not right.</p>")
+        return HTMLResponse(page, status_code=401)
+    response = RedirectResponse("/docs", status_code=303)
+    response.set_cookie(
+        COOKIE,
+        session_value(expected),
+        httponly=True,
+        samesite="strict",
+        secure=request.url.scheme == "https",
+        path="/",
+    )
+    return response
+
+
+@router.post("/logout")
+async def logout() -> Response:
+    response = RedirectResponse("/login", status_code=303)
+    response.delete_cookie(COOKIE, path="/")
+    return response
