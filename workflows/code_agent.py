@@ -14,7 +14,7 @@ from datetime import datetime, timedelta
 from pydantic import BaseModel
 from temporalio import workflow
 from temporalio.common import RetryPolicy
-from temporalio.exceptions import ActivityError, ApplicationError
+from temporalio.exceptions import ActivityError, ApplicationError, CancelledError
 from temporalio.exceptions import TimeoutError as StepTimeoutError
 
 with workflow.unsafe.imports_passed_through():
@@ -108,6 +108,8 @@ def _sandbox_gone(error: ActivityError) -> bool:
 def _failure_text(error: ActivityError) -> str:
     """What went wrong, in the words of the activity that classified it."""
     cause = error.cause
+    if isinstance(cause, CancelledError):  # the run was cancelled while the step ran
+        return CANCELLED_TEXT
     if isinstance(cause, ApplicationError) and cause.message:
         return cause.message
     if isinstance(cause, StepTimeoutError):
@@ -168,7 +170,9 @@ class CodeAgentWorkflow:
         try:
             lease = await self._sandbox(input, run)
         except ActivityError as error:
-            text = f"The sandbox could not be started: {_failure_text(error)}"
+            text = _failure_text(error)
+            if not isinstance(error.cause, CancelledError):
+                text = f"The sandbox could not be started: {text}"
             return await self._save_error(input, None, text, 0)
 
         summary: str | None = None

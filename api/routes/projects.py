@@ -213,8 +213,21 @@ async def stream_events(
     context: Context,
     last_event_id: Annotated[str | None, Header(alias="Last-Event-ID")] = None,
 ) -> StreamingResponse:
-    """text/event-stream of the project's events; `Last-Event-ID` resumes after that event."""
-    key = await _existing(context, project_id)
+    """text/event-stream of the project's events; `Last-Event-ID` resumes after that event.
+
+    A project just created may not have its row yet (its workflow writes it): its workflow
+    existing is enough, so a client can subscribe right after `POST /api/projects`.
+    """
+    key = parse_id(project_id, "project")
+    async with context.db.session() as session:
+        known = await queries.get_project(session, key) is not None
+    if not known:
+        try:
+            await context.temporal.get_workflow_handle(project_workflow_id(key)).describe()
+        except RPCError as error:
+            if error.status != RPCStatusCode.NOT_FOUND:
+                raise
+            raise not_found("project", project_id) from None
     after = 0
     if last_event_id:
         if not last_event_id.strip().isdigit():
