@@ -97,6 +97,9 @@ def api_stack(agent_harness, workflow_env: WorkflowEnvironment, database_url: st
                 running_api(settings, database_url, workflow_env.client) as url,
                 httpx.AsyncClient(base_url=url, timeout=60) as http,
             ):
-                yield Stack(http, harness, llm, url)
+                try:
+                    yield Stack(http, harness, llm, url)
+                finally:  # runs over HTTP never pass through the harness's own bookkeeping
+                    await harness.services.sandboxes.kill_owned()
 
     return start

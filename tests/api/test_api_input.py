@@ -165,3 +165,21 @@ async def test_health_names_postgres_when_it_does_not_answer(
         await dead.dispose()
     assert health.status_code == 503
     assert health.json()["detail"] == "PostgreSQL not answering"
+
+
+async def test_an_idle_stream_sends_comment_heartbeats(
+    workflow_env: WorkflowEnvironment, database_url: str, clean_db: Database
+) -> None:
+    from storage import queries
+    from tests.api.conftest import read_events
+
+    async with clean_db.session() as session:
+        project, _ = await queries.create_project(session, "idle", "An idle project")
+    settings = settings_for("http://unused/v1", qai_api_port=0)
+    async with (
+        running_api(settings, database_url, workflow_env.client, heartbeat_seconds=0.2) as url,
+        httpx.AsyncClient(base_url=url, timeout=30) as http,
+    ):
+        comments: list[str] = []
+        got = await read_events(http, str(project.id), lambda _: False, comments=comments)
+    assert got == [] and comments == [": keep-alive"]
