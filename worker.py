@@ -21,6 +21,7 @@ from temporalio.client import Client
 from temporalio.exceptions import ApplicationError
 from temporalio.worker import Worker
 
+from activities.checks import CheckActivities
 from activities.llm import LlmActivities
 from activities.persistence import PersistenceActivities
 from activities.sandbox import SandboxActivities
@@ -45,6 +46,7 @@ def activities_for(services: Services) -> list[Any]:
     llm = LlmActivities(services)
     tools = ToolActivities(services)
     persistence = PersistenceActivities(services)
+    checks = CheckActivities(services)
     return [
         sandbox.acquire_sandbox,
         sandbox.hydrate_sandbox,
@@ -54,6 +56,10 @@ def activities_for(services: Services) -> list[Any]:
         llm.generate_title,
         tools.run_tool,
         persistence.record_message,
+        persistence.add_check_feedback,
+        checks.check_types,
+        checks.check_routes,
+        checks.check_server_log,
         persistence.start_run,
         persistence.save_reply,
     ]
