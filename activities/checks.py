@@ -68,20 +68,9 @@ class CheckActivities:
         try:
             sandbox = await self._services.sandboxes.connect(input.sandbox_id)
             async with heartbeating():
-                result = await sandbox.commands.run(TSC_COMMAND, timeout=300)
-        except CommandFailedError as failed:
-            issues = parse_tsc(failed.stdout + "\n" + failed.stderr)
-            if issues:
-                return CheckResult(name="types", status=CheckStatus.FAILED, issues=issues)
-            return CheckResult(
-                name="types",
-                status=CheckStatus.SKIPPED,
-                reason=f"tsc could not run (exit {failed.exit_code})",
-            )
+                return await run_tsc(sandbox)
         except SandboxError as error:
             return _skipped("types", error)
-        del result
-        return CheckResult(name="types", status=CheckStatus.PASSED)
 
     @activity.defn(name="check_routes")
     async def check_routes(self, input: CheckInput) -> CheckResult:
@@ -89,65 +78,22 @@ class CheckActivities:
         routes, dynamic = await self._changed_routes(input)
         try:
             sandbox = await self._services.sandboxes.connect(input.sandbox_id)
-            offset = await _log_size(sandbox)
-            base = sandbox.preview_url(PREVIEW_PORT)
+            async with heartbeating():
+                result = await request_routes(sandbox, routes)
         except SandboxError as error:
             return _skipped("routes", error)
-        issues: list[CheckIssue] = []
-        async with (
-            heartbeating(),
-            httpx.AsyncClient(timeout=ROUTE_TIMEOUT_SECONDS, follow_redirects=True) as client,
-        ):
-            for route in routes:
-                try:
-                    # The first answer may come from a compile that began before the run's
-                    # last write (the warm-up's, say); the second shows the files as they are.
-                    await client.get(base + route)
-                    response = await client.get(base + route)
-                except httpx.HTTPError as error:
-                    what = (
-                        f"did not answer within {ROUTE_TIMEOUT_SECONDS:g} s"
-                        if isinstance(error, httpx.TimeoutException)
-                        else "could not be reached"
-                    )
-                    message = f"GET {route} {what}"
-                    issues.append(CheckIssue(check="routes", message=message))
-                    continue
-                if response.status_code != 200:
-                    message = f"GET {route} answered {response.status_code}"
-                    issues.append(CheckIssue(check="routes", message=message))
-                elif NEXT_ERROR_MARKER in response.text:
-                    message = f"GET {route} rendered Next.js's error page"
-                    issues.append(CheckIssue(check="routes", message=message))
         if dynamic:
             activity.logger.info("dynamic routes not requested: %s", ", ".join(dynamic))
-        if not routes:
-            return CheckResult(
-                name="routes",
-                status=CheckStatus.SKIPPED,
-                reason="the run changed no route",
-                log_offset=offset,
-            )
-        status = CheckStatus.FAILED if issues else CheckStatus.PASSED
-        return CheckResult(name="routes", status=status, issues=bounded(issues), log_offset=offset)
+        return result
 
     @activity.defn(name="check_server_log")
     async def check_server_log(self, input: LogCheckInput) -> CheckResult:
         """Errors the dev server printed since this round of checks began."""
         try:
             sandbox = await self._services.sandboxes.connect(input.sandbox_id)
-            result = await sandbox.commands.run(
-                f"tail -c +{input.since + 1} {SERVER_LOG}", timeout=30
-            )
-        except CommandFailedError:
-            return CheckResult(
-                name="server log", status=CheckStatus.SKIPPED, reason="no server log"
-            )
+            return await read_server_log(sandbox, input.since)
         except SandboxError as error:
             return _skipped("server log", error)
-        issues = log_errors(result.stdout)
-        status = CheckStatus.FAILED if issues else CheckStatus.PASSED
-        return CheckResult(name="server log", status=status, issues=issues)
 
     async def _changed_routes(self, input: CheckInput) -> tuple[list[str], list[str]]:
         """Routes of the pages this run added or changed; `/` too when other sources changed."""
@@ -164,6 +110,70 @@ class CheckActivities:
         if any(path.endswith(SOURCE_SUFFIXES) for path in changed) and "/" not in routes:
             routes.insert(0, "/")
         return routes, dynamic
+
+
+async def run_tsc(sandbox: Sandbox) -> CheckResult:
+    """Type-check the project; tsc that cannot run at all makes the check `skipped`."""
+    try:
+        await sandbox.commands.run(TSC_COMMAND, timeout=300)
+    except CommandFailedError as failed:
+        issues = parse_tsc(failed.stdout + "\n" + failed.stderr)
+        if issues:
+            return CheckResult(name="types", status=CheckStatus.FAILED, issues=issues)
+        return CheckResult(
+            name="types",
+            status=CheckStatus.SKIPPED,
+            reason=f"tsc could not run (exit {failed.exit_code})",
+        )
+    return CheckResult(name="types", status=CheckStatus.PASSED)
+
+
+async def request_routes(sandbox: Sandbox, routes: list[str]) -> CheckResult:
+    """Each route must answer 200 without Next.js's error page; notes where the log stood."""
+    offset = await _log_size(sandbox)
+    if not routes:
+        return CheckResult(
+            name="routes",
+            status=CheckStatus.SKIPPED,
+            reason="the run changed no route",
+            log_offset=offset,
+        )
+    base = sandbox.preview_url(PREVIEW_PORT)
+    issues: list[CheckIssue] = []
+    async with httpx.AsyncClient(timeout=ROUTE_TIMEOUT_SECONDS, follow_redirects=True) as client:
+        for route in routes:
+            try:
+                # The first answer may come from a compile that began before the run's last
+                # write (the warm-up's, say); the second shows the files as they are.
+                await client.get(base + route)
+                response = await client.get(base + route)
+            except httpx.HTTPError as error:
+                what = (
+                    f"did not answer within {ROUTE_TIMEOUT_SECONDS:g} s"
+                    if isinstance(error, httpx.TimeoutException)
+                    else "could not be reached"
+                )
+                issues.append(CheckIssue(check="routes", message=f"GET {route} {what}"))
+                continue
+            if response.status_code != 200:
+                message = f"GET {route} answered {response.status_code}"
+                issues.append(CheckIssue(check="routes", message=message))
+            elif NEXT_ERROR_MARKER in response.text:
+                message = f"GET {route} rendered Next.js's error page"
+                issues.append(CheckIssue(check="routes", message=message))
+    status = CheckStatus.FAILED if issues else CheckStatus.PASSED
+    return CheckResult(name="routes", status=status, issues=bounded(issues), log_offset=offset)
+
+
+async def read_server_log(sandbox: Sandbox, since: int) -> CheckResult:
+    """Error lines the dev server printed after byte `since` of its log."""
+    try:
+        result = await sandbox.commands.run(f"tail -c +{since + 1} {SERVER_LOG}", timeout=30)
+    except CommandFailedError:
+        return CheckResult(name="server log", status=CheckStatus.SKIPPED, reason="no server log")
+    issues = log_errors(result.stdout)
+    status = CheckStatus.FAILED if issues else CheckStatus.PASSED
+    return CheckResult(name="server log", status=status, issues=issues)
 
 
 async def _log_size(sandbox: Sandbox) -> int:
