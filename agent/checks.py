@@ -17,7 +17,8 @@ MAX_ISSUES = 20
 MAX_MESSAGE_CHARS = 300
 MAX_FEEDBACK_CHARS = 6_000
 
-TSC_COMMAND = "npx --no-install tsc --noEmit -p . --pretty false"
+TSC_COMMAND = "node_modules/.bin/tsc --noEmit -p . --pretty false"
+"""The project's own TypeScript; npx would look for it on the network when it is missing."""
 SERVER_LOG = "/tmp/qai-start.log"
 NEXT_ERROR_MARKER = 'id="__next_error__"'
 """Next.js renders its error page with this id when rendering a route failed."""
