@@ -91,7 +91,27 @@ def _fragment_json(message: Message | None) -> dict[str, Any] | None:
         "sandbox_url": message.fragment.sandbox_url,
         "title": message.fragment.title,
         "files": message.fragment.files,
+        "checks": message.fragment.checks,
     }
+
+
+def _checks_line(checks: dict[str, Any] | None) -> str | None:
+    """`passed`, `failed` with the remaining errors, or `skipped` with why; None before checks."""
+    if not checks:
+        return None
+    status = checks["status"]
+    if status == "failed":
+        errors = checks["errors"]
+        lines = [f"failed ({len(errors)} error{'s' if len(errors) != 1 else ''} left)"]
+        lines += [
+            f"          {e['file'] or ''}{':' + str(e['line']) if e['line'] else ''}"
+            f" {e['message']}".rstrip()
+            for e in errors[:5]
+        ]
+        return "\n".join(lines)
+    if status == "skipped":
+        return f"skipped ({'; '.join(checks['skipped'])})"
+    return "passed"
 
 
 def _print_outcome(
@@ -103,6 +123,9 @@ def _print_outcome(
         if reply is not None and reply.fragment is not None:
             print(f"Preview:  {reply.fragment.sandbox_url}")
             print(f"Files:    {', '.join(sorted(reply.fragment.files)) or '(none)'}")
+            checks = _checks_line(reply.fragment.checks)
+            if checks:
+                print(f"Checks:   {checks}")
     else:
         print(f"✘ {outcome.content}")
     print(f"Project:  {project_id}")

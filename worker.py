@@ -21,6 +21,7 @@ from temporalio.client import Client
 from temporalio.exceptions import ApplicationError
 from temporalio.worker import Worker
 
+from activities.checks import CheckActivities
 from activities.deletion import DeletionActivities
 from activities.llm import LlmActivities
 from activities.persistence import PersistenceActivities
@@ -49,6 +50,7 @@ def activities_for(services: Services) -> list[Any]:
     persistence = PersistenceActivities(services)
     versions = VersionActivities(services)
     deletion = DeletionActivities(services)
+    checks = CheckActivities(services)
     return [
         sandbox.acquire_sandbox,
         sandbox.hydrate_sandbox,
@@ -58,6 +60,10 @@ def activities_for(services: Services) -> list[Any]:
         llm.generate_title,
         tools.run_tool,
         persistence.record_message,
+        persistence.add_check_feedback,
+        checks.check_types,
+        checks.check_routes,
+        checks.check_server_log,
         persistence.start_run,
         persistence.save_reply,
         versions.restore_version,

@@ -12,6 +12,7 @@ from temporalio.exceptions import ApplicationError
 
 from activities.events import emit, run_phase
 from activities.services import Services
+from agent.checks import CheckIssue, ChecksReport, feedback
 from agent.prompt import system_prompt
 from conversation import build_conversation_payload, load_project_conversation_context
 from sandboxes.template import load_manifest
@@ -38,6 +39,8 @@ class StartRunResult(BaseModel):
     prompt: str
     """The user's request (for the fallback title); short by the starter's input checks."""
     previous_files: int
+    fix_attempts: int = 0
+    """Rounds in which the model fixes what the checks found (0: no checks)."""
     restorable: bool = False
     """The project has a workspace snapshot (or files) that a new sandbox must get back."""
     max_sandbox_replacements: int = 0
@@ -70,6 +73,14 @@ class SaveReplyInput(BaseModel):
     title: str | None = None
     sandbox_url: str | None = None
     iterations: int = 0
+    checks: ChecksReport | None = None
+
+
+class CheckFeedbackInput(BaseModel):
+    run_id: uuid.UUID
+    iteration: int
+    """The iteration whose model call will read the feedback."""
+    errors: list[CheckIssue]
 
 
 class SavedReply(BaseModel):
@@ -170,7 +181,21 @@ class PersistenceActivities:
             previous_files=len(previous.files) if previous else 0,
             restorable=snapshot is not None or bool(previous and previous.files),
             max_sandbox_replacements=settings.qai_sandbox_replacements,
+            fix_attempts=settings.qai_fix_attempts,
         )
+
+    @activity.defn(name="add_check_feedback")
+    async def add_check_feedback(self, input: CheckFeedbackInput) -> None:
+        """Give the model the errors the checks found, as the next message it reads (once)."""
+        async with self._services.db.session() as session:
+            await transcript.append_entry(
+                session,
+                input.run_id,
+                role="user",
+                iteration=input.iteration,
+                message={"role": "user", "content": feedback(input.errors)},
+            )
+            await session.commit()
 
     @activity.defn(name="save_reply")
     async def save_reply(self, input: SaveReplyInput) -> SavedReply:
@@ -243,4 +268,5 @@ class PersistenceActivities:
             title=input.title or "Untitled App",
             files=files,
             summary=input.content,
+            checks=input.checks.model_dump(mode="json") if input.checks else None,
         )

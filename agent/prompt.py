@@ -87,6 +87,13 @@ Rules:
 - Use local data only; no external APIs.
 {template_notes}- Think step by step, use the tools to do the work, and check your work.
 
+Checks:
+- When you finish, your work is checked before the user sees it: `tsc --noEmit` on the
+  project, every route you added or changed is requested through the preview (it must answer
+  200 without an error page), and the dev server's log is read for errors.
+- If anything fails, you get the errors with file and line. Fix them with the tools, then
+  finish again with the <task_summary> block.
+
 Finishing (required):
 When every tool call is complete and the task is done, reply with exactly this and nothing else:
 

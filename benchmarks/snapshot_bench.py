@@ -100,11 +100,15 @@ async def main(runs: int, with_install: bool) -> None:
         f"workspace: {len(snapshot.files)} files changed or added, {len(snapshot.deleted)} deleted"
     )
     print(f"  content {snapshot.size / 1024:.1f} KB, stored archive {len(archive) / 1024:.1f} KB")
-    print(f"snapshot per tool call (upper layer)         {median_ms(local)}")
-    print(f"snapshot + archive for PostgreSQL            {median_ms(archived)}")
-    print(f"generic snapshot (hashes through commands)   {median_ms(generic)}")
     install = " (with npm install)" if snapshot.needs_install() else ""
-    print(f"restore onto a new sandbox{install:<19}{median_ms(restores)}")
+    rows = [
+        ("snapshot per tool call (upper layer)", local),
+        ("snapshot + archive for PostgreSQL", archived),
+        ("generic snapshot (hashes through commands)", generic),
+        (f"restore onto a new sandbox{install}", restores),
+    ]
+    for label, samples in rows:
+        print(f"{label:<48} {median_ms(samples)}")
 
 
 if __name__ == "__main__":

@@ -74,6 +74,12 @@ class Settings(BaseSettings):
     qai_max_iterations: int = Field(
         default=15, ge=1, le=200, description="Agent iterations before a run gives up."
     )
+    qai_fix_attempts: int = Field(
+        default=2,
+        ge=0,
+        le=5,
+        description="Rounds in which the agent fixes what the checks of its draft found.",
+    )
 
     # Sandboxes
     qai_sandbox_backend: SandboxBackendName = Field(

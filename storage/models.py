@@ -103,6 +103,8 @@ class Fragment(SQLModel, table=True):
     title: str = Field(sa_type=sa.Text)
     files: dict[str, str] = Field(default_factory=dict, sa_type=JSONB)
     summary: str | None = Field(default=None, sa_type=sa.Text)
+    checks: dict[str, Any] | None = Field(default=None, sa_type=JSONB)
+    """What the run's checks found (`agent.checks.ChecksReport`); None before checks existed."""
     created_at: datetime = _created_at()
     updated_at: datetime = _updated_at()
 
@@ -158,3 +160,4 @@ class FragmentData(BaseModel):
     title: str
     files: dict[str, str]
     summary: str | None = None
+    checks: dict[str, Any] | None = None

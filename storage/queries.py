@@ -218,6 +218,7 @@ async def save_assistant_reply(
                 title=fragment.title,
                 files=dict(fragment.files),
                 summary=fragment.summary,
+                checks=fragment.checks,
             )
         if reply.type == MessageType.RESULT:
             project.conversation_summary = compute_rolling_conversation_summary(

@@ -68,11 +68,16 @@ async def save(
 
 
 async def latest(
-    session: AsyncSession, project_id: uuid.UUID, *, up_to_run: uuid.UUID | None = None
+    session: AsyncSession,
+    project_id: uuid.UUID,
+    *,
+    up_to_run: uuid.UUID | None = None,
+    before: bool = False,
 ) -> WorkspaceSnapshot | None:
     """The project's newest snapshot: that of its latest run that has one.
 
-    With `up_to_run`, runs of messages after that one are ignored (they are still queued).
+    With `up_to_run`, runs of messages after that one are ignored (they are still queued);
+    with `before` too, that run's own snapshot is ignored (what the run started from).
     """
     query = (
         sa.select(SnapshotRow.archive)
@@ -83,9 +88,8 @@ async def latest(
     )
     if up_to_run is not None:
         anchor = sa.select(Message.created_at, Message.seq).where(Message.id == up_to_run).cte()
-        query = query.where(
-            sa.tuple_(Message.created_at, Message.seq)
-            <= sa.select(anchor.c.created_at, anchor.c.seq).scalar_subquery()
-        )
+        position = sa.tuple_(Message.created_at, Message.seq)
+        bound = sa.select(anchor.c.created_at, anchor.c.seq).scalar_subquery()
+        query = query.where(position < bound if before else position <= bound)
     archive = (await session.execute(query)).scalar_one_or_none()
     return WorkspaceSnapshot.from_archive(archive) if archive is not None else None

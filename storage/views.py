@@ -16,6 +16,7 @@ def fragment_view(fragment: Fragment) -> dict[str, Any]:
         "summary": fragment.summary,
         "preview_url": fragment.sandbox_url or None,
         "paths": sorted(fragment.files),
+        "checks": fragment.checks,
     }
 
 

@@ -10,6 +10,7 @@ from __future__ import annotations
 import asyncio
 import uuid
 from datetime import datetime, timedelta
+from typing import Any
 
 from pydantic import BaseModel
 from temporalio import workflow
@@ -18,6 +19,7 @@ from temporalio.exceptions import ActivityError, ApplicationError, CancelledErro
 from temporalio.exceptions import TimeoutError as StepTimeoutError
 
 with workflow.unsafe.imports_passed_through():
+    from activities.checks import CheckActivities, CheckInput, LogCheckInput
     from activities.errors import SANDBOX_GONE
     from activities.llm import (
         AgentTurnInput,
@@ -27,6 +29,7 @@ with workflow.unsafe.imports_passed_through():
         ToolCallRef,
     )
     from activities.persistence import (
+        CheckFeedbackInput,
         PersistenceActivities,
         ReplyStatus,
         SavedReply,
@@ -44,6 +47,7 @@ with workflow.unsafe.imports_passed_through():
         SandboxLease,
     )
     from activities.tools import RESTARTED_NOTE, ToolActivities, ToolCallInput, ToolCallResult
+    from agent.checks import CheckResult, ChecksReport, CheckStatus, fingerprint, report
     from agent.prompt import fallback_title
 
 
@@ -90,6 +94,10 @@ TITLE_SECONDS = 20
 REPLACE_SANDBOX_PATCH = "workspace-snapshots"
 """Snapshots restore a new sandbox, and a sandbox that dies mid-run is replaced."""
 OPTIONAL_STEPS_PATCH = "optional-steps-never-fail"
+CHECKS_PATCH = "check-the-draft"
+"""A summary is accepted only after the draft's checks, with rounds to fix what they find."""
+FIX_ROUND_ITERATIONS = 6
+"""Iterations a fix round may use, on top of QAI_MAX_ITERATIONS: fixing never ends a run."""
 """The preview is checked before the RESULT is saved; the title can only fall back."""
 
 
@@ -129,6 +137,7 @@ class CodeAgentWorkflow:
             started_at=None,
         )
         self._replacements = 0
+        self._iteration = 0
         self._lease: SandboxLease | None = None
 
     @workflow.query
@@ -175,35 +184,15 @@ class CodeAgentWorkflow:
                 text = f"The sandbox could not be started: {text}"
             return await self._save_error(input, None, text, 0)
 
-        summary: str | None = None
-        files_in_run = 0
-        iteration = 0
+        self._lease = lease
         self._replacements = 0
         try:
-            while iteration < run.max_iterations and summary is None:
-                iteration += 1
-                self._progress.iteration = iteration
-                self._progress.phase = "thinking"
-                self._progress.current_tool = None
-                turn: AgentTurnResult = await workflow.execute_activity_method(
-                    LlmActivities.agent_turn,
-                    AgentTurnInput(run_id=input.message_id, iteration=iteration, model=run.model),
-                    start_to_close_timeout=timedelta(seconds=run.llm_timeout_seconds + 30),
-                    heartbeat_timeout=HEARTBEAT,
-                    retry_policy=MODEL_RETRY,
-                    summary=f"iteration {iteration}/{run.max_iterations}: model",
-                )
-                for call in turn.tool_calls:
-                    self._progress.phase = "tool"
-                    self._progress.current_tool = call.name
-                    result, lease = await self._run_tool(input, run, lease, iteration, call)
-                    self._progress.tool_calls += 1
-                    files_in_run = max(files_in_run, result.files_in_run, result.workspace_files)
-                summary = turn.summary
+            summary, files_in_run = await self._agent_loop(input, run, run.max_iterations)
         except SandboxKeptDying as gave_up:
-            return await self._save_error(input, None, str(gave_up), iteration)
+            return await self._save_error(input, None, str(gave_up), self._iteration)
         except ActivityError as error:
-            return await self._save_error(input, lease, _failure_text(error), iteration)
+            return await self._save_error(input, self._lease, _failure_text(error), self._iteration)
+        lease, iteration = self._lease, self._iteration
 
         self._progress.current_tool = None
         if summary is None:
@@ -218,6 +207,11 @@ class CodeAgentWorkflow:
                 "Describe the app you want in more detail."
             )
             return await self._save_error(input, lease, text, iteration)
+
+        checks = None
+        if workflow.patched(CHECKS_PATCH):
+            summary, checks = await self._verify(input, run, summary)
+            lease, iteration = self._lease, self._iteration
 
         self._progress.phase = "saving"
         if not workflow.patched(OPTIONAL_STEPS_PATCH):  # runs from before this change
@@ -236,8 +230,114 @@ class CodeAgentWorkflow:
         except ActivityError as error:
             workflow.logger.warning("saving the result without a live preview: %s", error)
         title = await self._title(input, run, summary, may_fail=False)
-        saved = await self._save(input, lease, ReplyStatus.RESULT, summary, iteration, title=title)
+        saved = await self._save(
+            input, lease, ReplyStatus.RESULT, summary, iteration, title=title, checks=checks
+        )
         return self._result(saved, lease, title, iteration)
+
+    async def _agent_loop(
+        self, input: AgentRunInput, run: StartRunResult, limit: int
+    ) -> tuple[str | None, int]:
+        """The router loop: model, then its tool calls, until a <task_summary> or `limit`.
+
+        Returns the summary (None at the limit) and the files the run has changed; the
+        iteration and the (possibly replaced) sandbox stay on `self`, also when it raises.
+        """
+        summary: str | None = None
+        files_in_run = 0
+        while self._iteration < limit and summary is None:
+            self._iteration += 1
+            iteration = self._iteration
+            self._progress.iteration = iteration
+            self._progress.phase = "thinking"
+            self._progress.current_tool = None
+            turn: AgentTurnResult = await workflow.execute_activity_method(
+                LlmActivities.agent_turn,
+                AgentTurnInput(run_id=input.message_id, iteration=iteration, model=run.model),
+                start_to_close_timeout=timedelta(seconds=run.llm_timeout_seconds + 30),
+                heartbeat_timeout=HEARTBEAT,
+                retry_policy=MODEL_RETRY,
+                summary=f"iteration {iteration}/{run.max_iterations}: model",
+            )
+            for call in turn.tool_calls:
+                self._progress.phase = "tool"
+                self._progress.current_tool = call.name
+                result, self._lease = await self._run_tool(input, run, self._lease, iteration, call)
+                self._progress.tool_calls += 1
+                files_in_run = max(files_in_run, result.files_in_run, result.workspace_files)
+            summary = turn.summary
+        self._progress.current_tool = None
+        return summary, files_in_run
+
+    async def _verify(
+        self, input: AgentRunInput, run: StartRunResult, summary: str
+    ) -> tuple[str, ChecksReport]:
+        """Check the draft; on errors, give them to the model and let it fix them, in at most
+        `fix_attempts` rounds, stopping early when a round leaves the same errors. Whatever
+        remains is reported, never fatal: the user keeps the preview and can ask again."""
+        rounds = 0
+        previous: str | None = None
+        while True:
+            self._progress.phase = "verifying"
+            checks = report(await self._run_checks(input), rounds)
+            if checks.status != CheckStatus.FAILED or rounds >= run.fix_attempts:
+                return summary, checks
+            current = fingerprint(checks.errors)
+            if current == previous:
+                workflow.logger.info("a fix round left the same errors; stopping")
+                return summary, checks
+            previous = current
+            rounds += 1
+            try:
+                await workflow.execute_activity_method(
+                    PersistenceActivities.add_check_feedback,
+                    CheckFeedbackInput(
+                        run_id=input.message_id,
+                        iteration=self._iteration + 1,
+                        errors=checks.errors,
+                    ),
+                    start_to_close_timeout=timedelta(seconds=30),
+                    retry_policy=QUICK,
+                    summary=f"fix round {rounds}: report {len(checks.errors)} errors",
+                )
+                fixed, _ = await self._agent_loop(
+                    input, run, self._iteration + FIX_ROUND_ITERATIONS
+                )
+            except (ActivityError, SandboxKeptDying) as error:
+                workflow.logger.warning("fix round %d ended early: %s", rounds, error)
+                return summary, checks.model_copy(update={"rounds": rounds})
+            if fixed is None:  # the round ran out of steps: keep the last summary
+                return summary, checks.model_copy(update={"rounds": rounds})
+            summary = fixed
+
+    async def _run_checks(self, input: AgentRunInput) -> list[CheckResult]:
+        """Types, routes, then the log lines written while the routes were requested."""
+        target = CheckInput(
+            project_id=input.project_id,
+            run_id=input.message_id,
+            sandbox_id=self._lease.sandbox_id,
+        )
+        types = await self._check(CheckActivities.check_types, target, "types")
+        routes = await self._check(CheckActivities.check_routes, target, "routes")
+        log_input = LogCheckInput(sandbox_id=self._lease.sandbox_id, since=routes.log_offset or 0)
+        server_log = await self._check(CheckActivities.check_server_log, log_input, "server log")
+        return [types, routes, server_log]
+
+    async def _check(self, activity: Any, input: BaseModel, name: str) -> CheckResult:
+        try:
+            return await workflow.execute_activity_method(
+                activity,
+                input,
+                start_to_close_timeout=timedelta(minutes=6),
+                heartbeat_timeout=timedelta(seconds=60),
+                retry_policy=RetryPolicy(maximum_attempts=2),
+                summary=f"check: {name}",
+            )
+        except ActivityError as error:
+            workflow.logger.warning("check %s could not run: %s", name, _failure_text(error))
+            return CheckResult(
+                name=name, status=CheckStatus.SKIPPED, reason="the check could not run"
+            )
 
     async def _run_tool(
         self,
@@ -403,6 +503,7 @@ class CodeAgentWorkflow:
         content: str,
         iterations: int,
         title: str | None = None,
+        checks: ChecksReport | None = None,
     ) -> SavedReply:
         return await workflow.execute_activity_method(
             PersistenceActivities.save_reply,
@@ -415,6 +516,7 @@ class CodeAgentWorkflow:
                 title=title,
                 sandbox_url=lease.url if lease else None,
                 iterations=iterations,
+                checks=checks,
             ),
             start_to_close_timeout=timedelta(seconds=30),
             retry_policy=RetryPolicy(

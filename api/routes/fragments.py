@@ -41,6 +41,7 @@ async def get_fragment(fragment_id: str, context: Context) -> dict[str, Any]:
         "summary": fragment.summary,
         "preview_url": fragment.sandbox_url or None,
         "files": fragment.files,
+        "checks": fragment.checks,
     }
 
 

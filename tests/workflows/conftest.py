@@ -122,7 +122,11 @@ class Harness:
 
     async def add_message(self, project_id: uuid.UUID, prompt: str) -> uuid.UUID:
         message_id = uuid.uuid4()
-        self.prompts[message_id] = EnqueueMessage(message_id=message_id, prompt=prompt)
+        # Named like a first message: a follow-up sent at the same moment as the project's first
+        # message may be recorded before it, and must not find the project missing.
+        self.prompts[message_id] = EnqueueMessage(
+            message_id=message_id, prompt=prompt, new_project_name="test"
+        )
         return message_id
 
     async def accept(self, project_id: uuid.UUID, message_id: uuid.UUID) -> None:

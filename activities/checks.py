@@ -1,0 +1,191 @@
+"""The checks of a finished draft, one activity each so the Web UI names them.
+
+Types (`tsc --noEmit` in the sandbox), routes (each route the run added or changed, requested
+through the preview), and the dev server's log (errors it printed while the routes were
+requested). A check that cannot run is `skipped` with its reason; it never fails the run.
+"""
+
+from __future__ import annotations
+
+import uuid
+
+import httpx
+from pydantic import BaseModel
+from temporalio import activity
+
+from activities.events import run_phase
+from activities.heartbeat import heartbeating
+from activities.sandbox import PREVIEW_PORT
+from activities.services import Services
+from agent.checks import (
+    NEXT_ERROR_MARKER,
+    SERVER_LOG,
+    TSC_COMMAND,
+    CheckIssue,
+    CheckResult,
+    CheckStatus,
+    bounded,
+    log_errors,
+    parse_tsc,
+    routes_of,
+)
+from sandboxes.base import CommandFailedError, Sandbox, SandboxError, SandboxNotFoundError
+from storage import snapshots
+
+ROUTE_TIMEOUT_SECONDS = 120.0
+"""A route's first request compiles it: seconds on a fresh dev server."""
+SOURCE_SUFFIXES = (".tsx", ".ts", ".jsx", ".js", ".mdx", ".css")
+
+
+class CheckInput(BaseModel):
+    project_id: uuid.UUID
+    run_id: uuid.UUID
+    sandbox_id: str
+
+
+class LogCheckInput(BaseModel):
+    sandbox_id: str
+    since: int
+    """Byte offset of the server log where this round of checks began."""
+
+
+def _skipped(name: str, error: SandboxError) -> CheckResult:
+    reason = (
+        "the sandbox is gone"
+        if isinstance(error, SandboxNotFoundError)
+        else "the sandbox could not run it"
+    )
+    activity.logger.warning("check %s skipped: %s", name, error)
+    return CheckResult(name=name, status=CheckStatus.SKIPPED, reason=reason)
+
+
+class CheckActivities:
+    def __init__(self, services: Services) -> None:
+        self._services = services
+
+    @activity.defn(name="check_types")
+    async def check_types(self, input: CheckInput) -> CheckResult:
+        """`tsc --noEmit` over the whole project."""
+        try:
+            sandbox = await self._services.sandboxes.connect(input.sandbox_id)
+        except SandboxError as error:
+            return _skipped("types", error)
+        # The first check of a round: the run is verifying its draft.
+        key = f"verifying:{activity.info().activity_id}"
+        await run_phase(self._services.db, input.run_id, "verifying", key=key)
+        try:
+            async with heartbeating():
+                return await run_tsc(sandbox)
+        except SandboxError as error:
+            return _skipped("types", error)
+
+    @activity.defn(name="check_routes")
+    async def check_routes(self, input: CheckInput) -> CheckResult:
+        """Every route the run added or changed must answer 200 without Next.js's error page."""
+        routes, dynamic = await self._changed_routes(input)
+        try:
+            sandbox = await self._services.sandboxes.connect(input.sandbox_id)
+            async with heartbeating():
+                result = await request_routes(sandbox, routes)
+        except SandboxError as error:
+            return _skipped("routes", error)
+        if dynamic:
+            activity.logger.info("dynamic routes not requested: %s", ", ".join(dynamic))
+        return result
+
+    @activity.defn(name="check_server_log")
+    async def check_server_log(self, input: LogCheckInput) -> CheckResult:
+        """Errors the dev server printed since this round of checks began."""
+        try:
+            sandbox = await self._services.sandboxes.connect(input.sandbox_id)
+            return await read_server_log(sandbox, input.since)
+        except SandboxError as error:
+            return _skipped("server log", error)
+
+    async def _changed_routes(self, input: CheckInput) -> tuple[list[str], list[str]]:
+        """Routes of the pages this run added or changed; `/` too when other sources changed."""
+        async with self._services.db.session() as session:
+            now = await snapshots.latest(session, input.project_id, up_to_run=input.run_id)
+            before = await snapshots.latest(
+                session, input.project_id, up_to_run=input.run_id, before=True
+            )
+        if now is None:
+            return [], []
+        old = before.files if before else {}
+        changed = [path for path, data in now.files.items() if old.get(path) != data]
+        routes, dynamic = routes_of(changed)
+        if any(path.endswith(SOURCE_SUFFIXES) for path in changed) and "/" not in routes:
+            routes.insert(0, "/")
+        return routes, dynamic
+
+
+async def run_tsc(sandbox: Sandbox) -> CheckResult:
+    """Type-check the project; tsc that cannot run at all makes the check `skipped`."""
+    try:
+        await sandbox.commands.run(TSC_COMMAND, timeout=300)
+    except CommandFailedError as failed:
+        issues = parse_tsc(failed.stdout + "\n" + failed.stderr)
+        if issues:
+            return CheckResult(name="types", status=CheckStatus.FAILED, issues=issues)
+        return CheckResult(
+            name="types",
+            status=CheckStatus.SKIPPED,
+            reason=f"tsc could not run (exit {failed.exit_code})",
+        )
+    return CheckResult(name="types", status=CheckStatus.PASSED)
+
+
+async def request_routes(sandbox: Sandbox, routes: list[str]) -> CheckResult:
+    """Each route must answer 200 without Next.js's error page; notes where the log stood."""
+    offset = await _log_size(sandbox)
+    if not routes:
+        return CheckResult(
+            name="routes",
+            status=CheckStatus.SKIPPED,
+            reason="the run changed no route",
+            log_offset=offset,
+        )
+    base = sandbox.preview_url(PREVIEW_PORT)
+    issues: list[CheckIssue] = []
+    async with httpx.AsyncClient(timeout=ROUTE_TIMEOUT_SECONDS, follow_redirects=True) as client:
+        for route in routes:
+            try:
+                # The first answer may come from a compile that began before the run's last
+                # write (the warm-up's, say); the second shows the files as they are.
+                await client.get(base + route)
+                response = await client.get(base + route)
+            except httpx.HTTPError as error:
+                what = (
+                    f"did not answer within {ROUTE_TIMEOUT_SECONDS:g} s"
+                    if isinstance(error, httpx.TimeoutException)
+                    else "could not be reached"
+                )
+                issues.append(CheckIssue(check="routes", message=f"GET {route} {what}"))
+                continue
+            if response.status_code != 200:
+                message = f"GET {route} answered {response.status_code}"
+                issues.append(CheckIssue(check="routes", message=message))
+            elif NEXT_ERROR_MARKER in response.text:
+                message = f"GET {route} rendered Next.js's error page"
+                issues.append(CheckIssue(check="routes", message=message))
+    status = CheckStatus.FAILED if issues else CheckStatus.PASSED
+    return CheckResult(name="routes", status=status, issues=bounded(issues), log_offset=offset)
+
+
+async def read_server_log(sandbox: Sandbox, since: int) -> CheckResult:
+    """Error lines the dev server printed after byte `since` of its log."""
+    try:
+        result = await sandbox.commands.run(f"tail -c +{since + 1} {SERVER_LOG}", timeout=30)
+    except CommandFailedError:
+        return CheckResult(name="server log", status=CheckStatus.SKIPPED, reason="no server log")
+    issues = log_errors(result.stdout)
+    status = CheckStatus.FAILED if issues else CheckStatus.PASSED
+    return CheckResult(name="server log", status=status, issues=issues)
+
+
+async def _log_size(sandbox: Sandbox) -> int:
+    try:
+        result = await sandbox.commands.run(f"wc -c < {SERVER_LOG}", timeout=30)
+    except CommandFailedError:
+        return 0
+    return int(result.stdout.strip() or 0)
