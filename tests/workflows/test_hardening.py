@@ -36,7 +36,7 @@ from tests.workflows.test_code_agent import (
     terminal_turn,
     write_turn,
 )
-from workflows.project import EnqueueMessage, agent_run_workflow_id, project_workflow_id
+from workflows.project import EnqueueMessage, agent_run_workflow_id
 
 pytestmark = [pytest.mark.sandbox, pytest.mark.slow]
 
@@ -316,35 +316,3 @@ async def test_repeated_and_empty_tool_call_ids_each_run_under_their_own_id(
                 .where(TranscriptEntry.run_id == message_id, TranscriptEntry.role == "tool")
             )
         assert count.scalar_one() == 4
-
-
-# ---------------------------------------------- 6. messages around the entity closing after idle
-
-
-async def test_messages_around_the_project_closing_after_idle_are_answered(
-    agent_harness, workflow_env
-) -> None:
-    """One message lands as the idle timer fires, one after the entity closed: both answered."""
-    script = {
-        "default": {"turns": [write_turn("app/page.tsx", page("Idle")), summary_turn("Done.")]}
-    }
-    async with agent_harness(script) as (harness, _llm):
-        project_id, first = await harness.new_project("Build the idle page")
-        assert (await harness.submit(project_id, first)).status.value == "RESULT"
-        handle = harness.client.get_workflow_handle(project_workflow_id(project_id))
-        idle = harness.settings.qai_sandbox_timeout
-
-        second = await harness.add_message(project_id, "Again, as it closes")
-        await asyncio.gather(workflow_env.sleep(idle), harness.accept(project_id, second))
-        assert (await reply_within(harness, second)).type == MessageType.RESULT
-
-        await workflow_env.sleep(idle + 5)
-        async with asyncio.timeout(60):
-            await handle.result()  # the entity closed after idle
-        third = await harness.add_message(project_id, "And once more")
-        outcome = await harness.submit(project_id, third)
-        assert outcome.status.value == "RESULT", outcome.content
-        async with harness.db.session() as session:
-            project = await queries.get_project(session, project_id)
-        assert project is not None and project.conversation_summary is not None
-        assert project.conversation_summary.count("User:") == 3
