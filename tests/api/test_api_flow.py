@@ -167,6 +167,9 @@ async def test_a_project_over_http(api_stack) -> None:
         assert last["type"] == "RESULT", last["content"]
         checked = await http.get(f"/api/fragments/{last['fragment']['fragment_id']}")
         assert checked.json()["files"] == {"app/page.tsx": page(first)}
+        await stack.harness.record_histories(
+            uuid.UUID(project_id), uuid.UUID(sent.json()["message_id"])
+        )
 
 
 async def test_cancel_keeps_the_work_and_delete_removes_everything(api_stack) -> None:
@@ -211,6 +214,7 @@ async def test_cancel_keeps_the_work_and_delete_removes_everything(api_stack) ->
             workspace = await snapshots.latest(session, uuid.UUID(project_id))
         assert workspace is not None
         assert workspace.files["app/page.tsx"].decode() == page(marker)
+        await stack.harness.record_histories(uuid.UUID(project_id), uuid.UUID(message_id))
         status = await stack.harness.project_status(uuid.UUID(project_id))
         assert status.sandbox_id is not None
 
