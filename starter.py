@@ -134,8 +134,16 @@ def _print_outcome(
 
 async def _create_or_send(args: argparse.Namespace, settings: Settings, db: Database) -> int:
     project_id = check_project_id(args.project_id) if args.command == "send" else None
-    submitted = await check_submission(db, args.prompt, project_id=project_id)
-    client = await connect_temporal(settings.temporal_address, settings.temporal_namespace)
+    try:
+        submitted = await check_submission(db, args.prompt, project_id=project_id)
+        client = await connect_temporal(settings.temporal_address, settings.temporal_namespace)
+    except ProjectNotFoundError as missing:
+        # Its row may be missing only because no worker has recorded its first message yet.
+        try:
+            client = await connect_temporal(settings.temporal_address, settings.temporal_namespace)
+        except TemporalConnectionError:
+            raise missing from None
+        submitted = await check_submission(db, args.prompt, project_id=project_id, client=client)
     await enqueue(client, settings, submitted.project_id, submitted.message)
     if args.no_wait:
         ids = {

@@ -21,7 +21,7 @@ from pydantic import BaseModel
 from temporalio.api.enums.v1 import TaskQueueKind, TaskQueueType
 from temporalio.api.taskqueue.v1 import TaskQueue
 from temporalio.api.workflowservice.v1 import DescribeTaskQueueRequest
-from temporalio.client import Client
+from temporalio.client import Client, WorkflowExecutionStatus
 from temporalio.exceptions import WorkflowAlreadyStartedError
 from temporalio.service import RPCError, RPCStatusCode
 
@@ -111,11 +111,14 @@ async def check_submission(
     *,
     project_id: uuid.UUID | None = None,
     message_id: uuid.UUID | None = None,
+    client: Client | None = None,
 ) -> Submission:
     """Check the prompt, and that the project exists; writes nothing.
 
     Without `project_id` the message starts a new project. A `message_id` chosen by the caller
-    makes a resubmission of the same message answer it once.
+    makes a resubmission of the same message answer it once. With a `client`, a project whose
+    first message no worker has recorded yet (its workflow runs, its row is not written) takes
+    follow-ups too: they are recorded after it, in arrival order.
     """
     text = check_prompt(prompt)
     new_project_name = None
@@ -124,12 +127,24 @@ async def check_submission(
         new_project_name = project_name(text)
     else:
         async with db.session() as session:
-            if await queries.get_project(session, project_id) is None:
-                raise ProjectNotFoundError(project_id)
+            missing = await queries.get_project(session, project_id) is None
+        if missing and not (client is not None and await project_pending(client, project_id)):
+            raise ProjectNotFoundError(project_id)
     message = EnqueueMessage(
         message_id=message_id or uuid.uuid4(), prompt=text, new_project_name=new_project_name
     )
     return Submission(project_id, message)
+
+
+async def project_pending(client: Client, project_id: uuid.UUID) -> bool:
+    """True when the project's workflow runs: its first message may still be unrecorded."""
+    try:
+        description = await client.get_workflow_handle(project_workflow_id(project_id)).describe()
+    except RPCError as error:
+        if error.status == RPCStatusCode.NOT_FOUND:
+            return False
+        raise
+    return description.status == WorkflowExecutionStatus.RUNNING
 
 
 async def submit_prompt(
@@ -142,7 +157,9 @@ async def submit_prompt(
     message_id: uuid.UUID | None = None,
 ) -> Submission:
     """Check, then send: the whole submission for a client that is already connected."""
-    submission = await check_submission(db, prompt, project_id=project_id, message_id=message_id)
+    submission = await check_submission(
+        db, prompt, project_id=project_id, message_id=message_id, client=client
+    )
     await enqueue(client, settings, submission.project_id, submission.message)
     return submission
 

@@ -58,7 +58,9 @@ async def _submit(
 ) -> Submission:
     """Check, rate-limit, then send: nothing is written for a refused request."""
     try:
-        submission = await check_submission(context.db, prompt, project_id=project_id)
+        submission = await check_submission(
+            context.db, prompt, project_id=project_id, client=context.temporal
+        )
     except InvalidSubmission as error:
         raise HTTPException(422, str(error)) from None
     except ProjectNotFoundError:

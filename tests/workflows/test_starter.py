@@ -260,6 +260,10 @@ async def test_with_no_worker_the_cli_says_so_and_no_wait_loses_nothing(
     assert started.returncode == 0, started.stderr
     ids = json.loads(started.stdout)
     assert await _counts(clean_db) == (0, 0)  # only the worker writes, once it runs
+    # A follow-up to that project is taken at once, though no worker has written its row yet.
+    follow = await _runner(env)("send", ids["project_id"], "And a title", "--no-wait", "--json")
+    assert follow.returncode == 0, follow.stderr
+    follow_id = json.loads(follow.stdout)["message_id"]
 
     waiting = await asyncio.create_subprocess_exec(
         sys.executable,
@@ -290,12 +294,14 @@ async def test_with_no_worker_the_cli_says_so_and_no_wait_loses_nothing(
             open_services(settings, database_url) as services,
             build_worker(client, services),
         ):
-            async with asyncio.timeout(180):
-                while await _counts(clean_db) != (2, 4):
+            async with asyncio.timeout(240):
+                while await _counts(clean_db) != (2, 6):
                     await asyncio.sleep(0.5)
             shown = json.loads((await _runner(env)("show", ids["project_id"], "--json")).stdout)
-            assert [m["id"] for m in shown["messages"]][:1] == [ids["message_id"]]
-            assert shown["messages"][1]["type"] == "RESULT"
+            users = [m["id"] for m in shown["messages"] if m["role"] == "USER"]
+            replies = [m["type"] for m in shown["messages"] if m["role"] == "ASSISTANT"]
+            assert users == [ids["message_id"], follow_id]  # recorded in arrival order
+            assert replies == ["RESULT", "RESULT"]
             await _kill_project_sandboxes(client, clean_db, services.sandboxes)
 
 
