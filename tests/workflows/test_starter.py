@@ -294,15 +294,17 @@ async def test_with_no_worker_the_cli_says_so_and_no_wait_loses_nothing(
             open_services(settings, database_url) as services,
             build_worker(client, services),
         ):
-            async with asyncio.timeout(240):
-                while await _counts(clean_db) != (2, 6):
-                    await asyncio.sleep(0.5)
-            shown = json.loads((await _runner(env)("show", ids["project_id"], "--json")).stdout)
-            users = [m["id"] for m in shown["messages"] if m["role"] == "USER"]
-            replies = [m["type"] for m in shown["messages"] if m["role"] == "ASSISTANT"]
-            assert users == [ids["message_id"], follow_id]  # recorded in arrival order
-            assert replies == ["RESULT", "RESULT"]
-            await _kill_project_sandboxes(client, clean_db, services.sandboxes)
+            try:
+                async with asyncio.timeout(240):
+                    while await _counts(clean_db) != (2, 6):
+                        await asyncio.sleep(0.5)
+                shown = json.loads((await _runner(env)("show", ids["project_id"], "--json")).stdout)
+                users = [m["id"] for m in shown["messages"] if m["role"] == "USER"]
+                replies = [m["type"] for m in shown["messages"] if m["role"] == "ASSISTANT"]
+                assert users == [ids["message_id"], follow_id]  # recorded in arrival order
+                assert replies == ["RESULT", "RESULT"]
+            finally:
+                await _kill_project_sandboxes(client, clean_db, services.sandboxes)
 
 
 async def _line_containing(stream: asyncio.StreamReader, text: str) -> str:
