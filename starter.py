@@ -15,11 +15,12 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
+import os
 import sys
 import uuid
 from collections.abc import Sequence
 from contextlib import AsyncExitStack
-from typing import Any
+from typing import Any, NoReturn
 
 from temporalio.service import RPCError
 
@@ -307,5 +308,18 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 130
 
 
+def exit_now(code: int) -> NoReturn:
+    """Exit without interpreter finalization, once everything is closed and flushed.
+
+    The Temporal SDK's Rust runtime keeps threads that can still hold the GIL while Python
+    finalizes, which aborts the process ("PyGILState_Release", exit -6) and turns a finished
+    command into a crash. Nothing is left to clean up here: `main` closed the database and
+    the client, so skipping finalization loses nothing.
+    """
+    sys.stdout.flush()
+    sys.stderr.flush()
+    os._exit(code)
+
+
 if __name__ == "__main__":
-    sys.exit(main())
+    exit_now(main())
