@@ -112,7 +112,13 @@ async def test_killed_worker_resumes_without_duplicates(
             worker = _start_worker(env, log)
             reply = await _reply(clean_db, message_id, seconds=180)
             handle = client.get_workflow_handle(project_workflow_id(project_id))
-            sandbox_id = (await handle.query(ProjectWorkflow.status)).sandbox_id
+            # The reply is saved just before the run returns to the project workflow, which
+            # only then records the sandbox: wait for it rather than race it.
+            async with asyncio.timeout(60):
+                while (
+                    sandbox_id := (await handle.query(ProjectWorkflow.status)).sandbox_id
+                ) is None:
+                    await asyncio.sleep(0.1)
         finally:
             if worker.poll() is None:
                 os.killpg(worker.pid, signal.SIGTERM)
