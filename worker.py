@@ -25,10 +25,12 @@ from activities.checks import CheckActivities
 from activities.deletion import DeletionActivities
 from activities.llm import LlmActivities
 from activities.persistence import PersistenceActivities
+from activities.previews import PreviewActivities
 from activities.sandbox import SandboxActivities
 from activities.services import Services, open_services
 from activities.tools import ToolActivities
 from activities.versions import VersionActivities
+from gateway.server import running_gateway
 from runtime.interceptors import LogContextInterceptor
 from runtime.logs import configure_logging, get_logger
 from runtime.processes import stop_signals
@@ -42,9 +44,15 @@ log = get_logger("qai.worker")
 WORKFLOWS: list[type] = [ProjectWorkflow, CodeAgentWorkflow]
 
 
-def activities_for(services: Services) -> list[Any]:
+def host_task_queue(task_queue: str, host_id: str) -> str:
+    """The queue only this host polls: activities on its (local) sandboxes are sent there."""
+    return f"{task_queue}-on-{host_id}"
+
+
+def activities_for(services: Services, host_queue: str) -> list[Any]:
     """Every activity of the worker, bound to the shared clients."""
-    sandbox = SandboxActivities(services)
+    sandbox = SandboxActivities(services, host_queue)
+    previews = PreviewActivities(services, sandbox)
     llm = LlmActivities(services)
     tools = ToolActivities(services)
     persistence = PersistenceActivities(services)
@@ -56,6 +64,8 @@ def activities_for(services: Services) -> list[Any]:
         sandbox.hydrate_sandbox,
         sandbox.restore_workspace,
         sandbox.extend_sandbox,
+        previews.start_preview,
+        previews.watch_preview,
         llm.agent_turn,
         llm.generate_title,
         tools.run_tool,
@@ -71,15 +81,41 @@ def activities_for(services: Services) -> list[Any]:
     ]
 
 
-def build_worker(client: Client, services: Services, *, task_queue: str | None = None) -> Worker:
-    return Worker(
-        client,
-        task_queue=task_queue or services.settings.qai_task_queue,
-        workflows=WORKFLOWS,
-        activities=activities_for(services),
-        interceptors=[LogContextInterceptor()],
-        max_concurrent_activities=20,
-    )
+class Workers:
+    """This process's two pollers, run together: the shared task queue (workflows, and
+    activities any host can do, like starting a sandbox) and this host's own queue (activities
+    on the sandboxes it holds), as in Temporal's worker-specific task queues."""
+
+    def __init__(self, client: Client, services: Services, *, task_queue: str | None = None):
+        shared = task_queue or services.settings.qai_task_queue
+        self.task_queue = shared
+        self.host_queue = host_task_queue(shared, services.settings.host_id)
+        activities = activities_for(services, self.host_queue)
+        options: dict[str, Any] = {
+            "interceptors": [LogContextInterceptor()],
+            "max_concurrent_activities": 20,
+        }
+        self._workers = [
+            Worker(
+                client, task_queue=shared, workflows=WORKFLOWS, activities=activities, **options
+            ),
+            Worker(client, task_queue=self.host_queue, activities=activities, **options),
+        ]
+        self._stack = AsyncExitStack()
+
+    async def __aenter__(self) -> Workers:
+        async with AsyncExitStack() as stack:
+            for worker in self._workers:
+                await stack.enter_async_context(worker)
+            self._stack = stack.pop_all()
+        return self
+
+    async def __aexit__(self, *exc_info: object) -> None:
+        await self._stack.aclose()
+
+
+def build_workers(client: Client, services: Services, *, task_queue: str | None = None) -> Workers:
+    return Workers(client, services, task_queue=task_queue)
 
 
 async def _prepare_sandboxes(settings: Settings) -> None:
@@ -134,8 +170,11 @@ async def serve(settings: Settings, *, dev: bool) -> None:
                 services = await stack.enter_async_context(open_services(settings, database_url))
                 if dev:  # a dev stop leaves nothing running; production sandboxes outlive it
                     stack.push_async_callback(services.sandboxes.kill_owned)
-                worker = build_worker(client, services)
-                async with worker:
+                workers = build_workers(client, services)
+                gateway_url = await stack.enter_async_context(
+                    running_gateway(settings, services.db, client)
+                )
+                async with workers:
                     if dev:
                         from api.server import running_api
 
@@ -145,13 +184,20 @@ async def serve(settings: Settings, *, dev: bool) -> None:
                         print(
                             f"\nqai is running.\n  Temporal Web UI: {local.ui_url}\n"
                             f"  API:             {api_url}  (docs: {api_url}/docs)\n"
+                            f"  Previews:        {gateway_url}\n"
                             f"  Temporal:        {address}\n"
                             f"  Task queue:      {settings.qai_task_queue}\n"
                             '  Try:             .venv/bin/python starter.py new "A todo app"\n'
                             "Press Ctrl-C to stop everything.\n",
                             flush=True,
                         )
-                    log.info("worker started", task_queue=settings.qai_task_queue, temporal=address)
+                    log.info(
+                        "worker started",
+                        task_queue=workers.task_queue,
+                        host_queue=workers.host_queue,
+                        previews=gateway_url,
+                        temporal=address,
+                    )
                     await loop.create_future()  # until a stop signal cancels it
             finally:
                 cleaning_up = True

@@ -13,6 +13,7 @@ from activities.heartbeat import heartbeating
 from activities.services import Services
 from agent.tools import bound
 from conversation import load_project_conversation_context
+from runtime.preview_urls import preview_url
 from sandboxes.base import (
     INSTALL_COMMAND,
     CommandFailedError,
@@ -22,7 +23,7 @@ from sandboxes.base import (
     WriteEntry,
 )
 from sandboxes.snapshot import WorkspaceSnapshot
-from storage import snapshots
+from storage import previews, snapshots
 
 PREVIEW_PORT = 3000
 REQUEST_KEY = "qai_request"
@@ -39,8 +40,13 @@ class AcquireSandboxInput(BaseModel):
 class SandboxLease(BaseModel):
     sandbox_id: str
     url: str
+    """The project's stable preview URL (the gateway's), which users see."""
     fresh: bool
     """True when a new sandbox was created (it then needs the latest fragment's files)."""
+    host_id: str | None = None
+    """The worker host holding the sandbox; None in leases from before host queues."""
+    task_queue: str | None = None
+    """That host's own task queue: every activity touching the sandbox must run there."""
 
 
 class HydrateSandboxInput(BaseModel):
@@ -78,15 +84,67 @@ class ExtendSandboxInput(BaseModel):
 
 
 class SandboxActivities:
-    def __init__(self, services: Services) -> None:
+    def __init__(self, services: Services, host_queue: str) -> None:
         self._services = services
+        self._host_queue = host_queue
+        """The task queue only this worker's host polls (sandboxes are local to a host)."""
 
-    @activity.defn(name="acquire_sandbox")
-    async def acquire_sandbox(self, input: AcquireSandboxInput) -> SandboxLease:
+    async def lease(self, project_id: uuid.UUID, sandbox: Sandbox, *, fresh: bool) -> SandboxLease:
+        """Make `sandbox` the project's preview, and hand it out under the stable URL."""
+        settings = self._services.settings
+        async with self._services.db.session() as session:
+            await previews.record_live(
+                session,
+                project_id=project_id,
+                sandbox_id=sandbox.sandbox_id,
+                host_id=settings.host_id,
+                host_address=settings.host_address,
+                target=sandbox.preview_url(PREVIEW_PORT),
+            )
+            await session.commit()
+        return SandboxLease(
+            sandbox_id=sandbox.sandbox_id,
+            url=preview_url(settings, project_id),
+            fresh=fresh,
+            host_id=settings.host_id,
+            task_queue=self._host_queue,
+        )
+
+    async def obtain(
+        self, project_id: uuid.UUID, sandbox_id: str | None, metadata: dict[str, str]
+    ) -> tuple[Sandbox, bool]:
+        """The project's sandbox while it lives, else a new one; and whether it is new.
+
+        A retry of the same activity finds the sandbox its lost attempt created (by
+        `REQUEST_KEY`), so no retry leaves a spare sandbox running.
+        """
         backend = self._services.sandboxes
         timeout = self._services.settings.qai_sandbox_timeout
         info = activity.info()
         request = f"{info.workflow_id}/{info.activity_id}"
+        if sandbox_id:
+            try:
+                sandbox = await backend.connect(sandbox_id, timeout=timeout)
+                if await sandbox.is_running():
+                    return sandbox, False
+            except SandboxNotFoundError:
+                activity.logger.info("sandbox expired; creating a new one")
+        sandbox = await self._created_earlier(request)
+        if sandbox is None:
+            async with heartbeating():
+                sandbox = await backend.create(
+                    timeout=timeout,
+                    metadata={
+                        "project_id": str(project_id),
+                        **metadata,
+                        REQUEST_KEY: request,
+                    },
+                )
+        return sandbox, True
+
+    @activity.defn(name="acquire_sandbox")
+    async def acquire_sandbox(self, input: AcquireSandboxInput) -> SandboxLease:
+        info = activity.info()
         await run_phase(
             self._services.db,
             input.run_id,
@@ -95,33 +153,12 @@ class SandboxActivities:
             key=f"sandbox:{info.activity_id}",
         )
         try:
-            if input.sandbox_id:
-                try:
-                    sandbox = await backend.connect(input.sandbox_id, timeout=timeout)
-                    if await sandbox.is_running():
-                        return SandboxLease(
-                            sandbox_id=sandbox.sandbox_id,
-                            url=sandbox.preview_url(PREVIEW_PORT),
-                            fresh=False,
-                        )
-                except SandboxNotFoundError:
-                    activity.logger.info("sandbox expired; creating a new one")
-            sandbox = await self._created_earlier(request)
-            if sandbox is None:
-                async with heartbeating():
-                    sandbox = await backend.create(
-                        timeout=timeout,
-                        metadata={
-                            "project_id": str(input.project_id),
-                            "run_id": str(input.run_id),
-                            REQUEST_KEY: request,
-                        },
-                    )
+            sandbox, fresh = await self.obtain(
+                input.project_id, input.sandbox_id, {"run_id": str(input.run_id)}
+            )
+            return await self.lease(input.project_id, sandbox, fresh=fresh)
         except SandboxError as error:
             raise sandbox_failure(error, "starting the sandbox") from error
-        return SandboxLease(
-            sandbox_id=sandbox.sandbox_id, url=sandbox.preview_url(PREVIEW_PORT), fresh=True
-        )
 
     async def _created_earlier(self, request: str) -> Sandbox | None:
         """The sandbox an earlier attempt of this very activity created, if it is still up.
@@ -164,29 +201,35 @@ class SandboxActivities:
 
         Restoring is idempotent (the same writes, removals and install), so a retry is safe.
         """
+        try:
+            sandbox = await self._services.sandboxes.connect(input.sandbox_id)
+            return await self.restore_into(input.project_id, sandbox, up_to_run=input.run_id)
+        except SandboxError as error:
+            raise sandbox_failure(error, "restoring the project's files") from error
+
+    async def restore_into(
+        self, project_id: uuid.UUID, sandbox: Sandbox, *, up_to_run: uuid.UUID | None
+    ) -> RestoredWorkspace:
+        """Write the project's latest snapshot (up to `up_to_run`'s) into `sandbox`."""
         async with self._services.db.session() as session:
-            snapshot = await snapshots.latest(session, input.project_id, up_to_run=input.run_id)
+            snapshot = await snapshots.latest(session, project_id, up_to_run=up_to_run)
             if snapshot is None:  # a project from before snapshots: its fragment's files
-                context = await load_project_conversation_context(session, input.project_id)
+                context = await load_project_conversation_context(session, project_id)
                 fragment = context.latest_fragment
                 files = fragment.files if fragment else {}
                 snapshot = WorkspaceSnapshot(
                     files={path: content.encode() for path, content in files.items()}
                 )
         problem = None
-        try:
-            sandbox = await self._services.sandboxes.connect(input.sandbox_id)
-            async with heartbeating():
-                try:
-                    installed = await sandbox.restore(snapshot)
-                except CommandFailedError as failed:
-                    installed = failed.result
-                    problem = (
-                        f"`{INSTALL_COMMAND}` failed with exit code {failed.exit_code} while "
-                        f"restoring the workspace:\n{bound(failed.stderr or failed.stdout, 2000)}"
-                    )
-        except SandboxError as error:
-            raise sandbox_failure(error, "restoring the project's files") from error
+        async with heartbeating():
+            try:
+                installed = await sandbox.restore(snapshot)
+            except CommandFailedError as failed:
+                installed = failed.result
+                problem = (
+                    f"`{INSTALL_COMMAND}` failed with exit code {failed.exit_code} while "
+                    f"restoring the workspace:\n{bound(failed.stderr or failed.stdout, 2000)}"
+                )
         return RestoredWorkspace(
             files=len(snapshot.files),
             deleted=len(snapshot.deleted),

@@ -24,6 +24,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
+from runtime.preview_urls import loopback_target  # noqa: E402 - needs ROOT on sys.path
 from runtime.processes import (  # noqa: E402 - needs ROOT on sys.path
     StopRequested,
     die_with_parent,
@@ -98,10 +99,13 @@ def wait_for_stack(
 
 
 def check_preview(url: str, timeout: float = 120) -> int:
+    """The preview's HTTP status once it answers (the gateway says 503 while it starts)."""
+    target, host = loopback_target(url)
+    request = urllib.request.Request(target, headers={"Host": host} if host else {})
     deadline = time.monotonic() + timeout
     while True:
         try:
-            with urllib.request.urlopen(url, timeout=30) as response:
+            with urllib.request.urlopen(request, timeout=30) as response:
                 return response.status
         except OSError:
             if time.monotonic() > deadline:

@@ -6,6 +6,9 @@ table and this file can be checked against each other.
 
 from __future__ import annotations
 
+import hashlib
+import re
+import socket
 import sys
 from enum import StrEnum
 from functools import lru_cache
@@ -113,6 +116,37 @@ class Settings(BaseSettings):
         description="Sandboxes a run may replace when one dies mid-run before it ends in an ERROR.",
     )
 
+    # Previews
+    qai_preview_host: str = Field(
+        default="127.0.0.1", description="Address the preview gateway listens on."
+    )
+    qai_preview_port: int = Field(
+        default=8080, ge=0, le=65535, description="Port of the preview gateway."
+    )
+    qai_preview_url: str | None = Field(
+        default=None,
+        description=(
+            "Public form of a preview URL, with `{project_id}` "
+            "(default `http://{project_id}.preview.localhost:<QAI_PREVIEW_PORT>`)."
+        ),
+    )
+    qai_preview_idle_seconds: int = Field(
+        default=600,
+        ge=0,
+        description="Seconds a preview may go without traffic or a run before it hibernates.",
+    )
+    qai_host_id: str | None = Field(
+        default=None,
+        description="This worker host's name in sandbox leases (default: hostname + data dir).",
+    )
+    qai_host_address: str | None = Field(
+        default=None,
+        description=(
+            "host:port where other hosts' gateways reach this host's gateway "
+            "(default 127.0.0.1:<QAI_PREVIEW_PORT>)."
+        ),
+    )
+
     # HTTP API
     qai_api_host: str = Field(default="127.0.0.1", description="Address the HTTP API listens on.")
     qai_api_port: int = Field(default=8000, ge=0, le=65535, description="Port of the HTTP API.")
@@ -173,9 +207,39 @@ class Settings(BaseSettings):
         count, _, unit = self.qai_rate_limit.partition("/")
         return int(count), {"second": 1.0, "minute": 60.0, "hour": 3600.0}[unit]
 
+    @field_validator("qai_preview_url")
+    @classmethod
+    def _preview_template(cls, value: str | None) -> str | None:
+        if not value:
+            return None
+        if "{project_id}" not in value or not value.startswith(("http://", "https://")):
+            raise ValueError("must be an http(s) URL containing {project_id}")
+        return value.rstrip("/")
+
+    @field_validator("qai_host_id")
+    @classmethod
+    def _host_name(cls, value: str | None) -> str | None:
+        if not value:
+            return None
+        if not re.fullmatch(r"[A-Za-z0-9][A-Za-z0-9._-]{0,62}", value):
+            raise ValueError("use letters, digits, '.', '_' or '-' (at most 63)")
+        return value
+
     @property
     def data_dir(self) -> Path:
         return self.qai_data_dir.expanduser().resolve()
+
+    @property
+    def host_id(self) -> str:
+        """This host's name: sandboxes are local to it, so leases and queues carry it."""
+        if self.qai_host_id:
+            return self.qai_host_id
+        digest = hashlib.sha256(str(self.data_dir).encode()).hexdigest()[:6]
+        return f"{socket.gethostname()}-{digest}"
+
+    @property
+    def host_address(self) -> str:
+        return self.qai_host_address or f"127.0.0.1:{self.qai_preview_port}"
 
 
 def _describe(error: ValidationError) -> str:

@@ -162,7 +162,7 @@ class Stack:
 
     process: asyncio.subprocess.Process
     data_dir: Path
-    ports: tuple[int, int]
+    ports: tuple[int, ...]
     output: list[str]
     seen: dict[int, int] = field(default_factory=dict)
     """Processes of the stack seen so far, by pid, with their start times (to kill after a
@@ -209,7 +209,7 @@ class Stack:
         assert not any(port_taken(port) for port in self.ports), self.ports
 
 
-def _env(data_dir: Path, ports: tuple[int, int], **extra: str) -> dict[str, str]:
+def _env(data_dir: Path, ports: tuple[int, ...], **extra: str) -> dict[str, str]:
     env = {
         key: value
         for key, value in os.environ.items()
@@ -219,6 +219,8 @@ def _env(data_dir: Path, ports: tuple[int, int], **extra: str) -> dict[str, str]
         QAI_DATA_DIR=str(data_dir),
         TEMPORAL_ADDRESS=f"127.0.0.1:{ports[0]}",
         QAI_TEMPORAL_UI_PORT=str(ports[1]),
+        QAI_API_PORT=str(ports[2]),
+        QAI_PREVIEW_PORT=str(ports[3]),
         QAI_SANDBOX_NETWORK="none",
         QAI_SANDBOX_POOL_SIZE="0",
         PYTHONUNBUFFERED="1",
@@ -230,7 +232,7 @@ def _env(data_dir: Path, ports: tuple[int, int], **extra: str) -> dict[str, str]
 @contextlib.asynccontextmanager
 async def started(argv: list[str], data_dir: Path, **env: str) -> AsyncIterator[Stack]:
     """Start `argv` in a session of its own (signals reach only it); kill what is left after."""
-    ports = (free_port(), free_port())
+    ports = (free_port(), free_port(), free_port(), free_port())
     process = await asyncio.create_subprocess_exec(
         *argv,
         cwd=ROOT,

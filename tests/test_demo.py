@@ -11,6 +11,7 @@ from pathlib import Path
 import httpx
 import pytest
 
+from runtime.preview_urls import loopback_target
 from tests.stopping import link_project_templates, started
 
 pytestmark = [pytest.mark.sandbox, pytest.mark.slow]
@@ -25,13 +26,16 @@ async def test_make_demo_builds_the_example_app_offline_and_stops_on_sigterm(
     async with started(MAKE_DEMO, embedded_data_dir) as demo:
         await demo.wait_for("the stack keeps running", limit=600)
         assert "SCRIPTED DEMO MODEL is in use" in demo.text
-        preview = re.search(r"Preview \(HTTP 200\): (http://127\.0\.0\.1:\d+)", demo.text)
+        preview = re.search(
+            r"Preview \(HTTP 200\): (http://[0-9a-f-]{36}\.preview\.localhost:\d+/)", demo.text
+        )
         assert preview, demo.text[-3000:]
         assert re.search(
             r"Web UI:  http://localhost:\d+/namespaces/default/workflows/agent-run-", demo.text
         )
+        target, host = loopback_target(preview.group(1))
         async with httpx.AsyncClient(timeout=60) as client:
-            page = await client.get(preview.group(1))
+            page = await client.get(target, headers={"Host": host or ""})
         assert page.status_code == 200 and "Clear done" in page.text
         sandboxes = [path.name for path in (embedded_data_dir / "sandboxes").glob("sbx-*")]
         assert len(sandboxes) == 1, sandboxes  # the app's (the demo keeps no warm pool)

@@ -15,7 +15,7 @@ from typing import Any
 from pydantic import BaseModel
 from temporalio import workflow
 from temporalio.common import RetryPolicy
-from temporalio.exceptions import ActivityError, ApplicationError, CancelledError
+from temporalio.exceptions import ActivityError, ApplicationError, CancelledError, TimeoutType
 from temporalio.exceptions import TimeoutError as StepTimeoutError
 
 with workflow.unsafe.imports_passed_through():
@@ -56,6 +56,8 @@ class AgentRunInput(BaseModel):
     message_id: uuid.UUID
     """The user message to answer; also the run's id in the transcript store."""
     sandbox_id: str | None = None
+    sandbox_task_queue: str | None = None
+    """The task queue of the host holding `sandbox_id`."""
 
 
 class AgentRunResult(BaseModel):
@@ -66,6 +68,8 @@ class AgentRunResult(BaseModel):
     sandbox_url: str | None
     title: str | None
     iterations: int
+    sandbox_host_id: str | None = None
+    sandbox_task_queue: str | None = None
 
 
 class RunProgress(BaseModel):
@@ -101,6 +105,26 @@ FIX_ROUND_ITERATIONS = 6
 """The preview is checked before the RESULT is saved; the title can only fall back."""
 
 
+HOST_QUEUES_PATCH = "host-task-queues"
+"""Activities on a sandbox run on the task queue of the host holding it."""
+HOST_WAIT = timedelta(seconds=20)
+"""How long a host's queue may hold an activity: longer, and no worker polls it (the host is
+gone, with its sandboxes), so the sandbox is treated as gone and replaced elsewhere."""
+
+
+def on_host(task_queue: str | None) -> dict[str, Any]:
+    """Options that send an activity to a sandbox's host (none for leases without one)."""
+    if task_queue is None:
+        return {}
+    return {"task_queue": task_queue, "schedule_to_start_timeout": HOST_WAIT}
+
+
+def host_gone(error: ActivityError) -> bool:
+    """No worker of the sandbox's host took the activity in time."""
+    cause = error.cause
+    return isinstance(cause, StepTimeoutError) and cause.type == TimeoutType.SCHEDULE_TO_START
+
+
 CANCELLED_TEXT = "Cancelled. Everything the agent wrote so far is kept in the project."
 
 
@@ -110,7 +134,7 @@ class SandboxKeptDying(Exception):
 
 def _sandbox_gone(error: ActivityError) -> bool:
     cause = error.cause
-    return isinstance(cause, ApplicationError) and cause.type == SANDBOX_GONE
+    return (isinstance(cause, ApplicationError) and cause.type == SANDBOX_GONE) or host_gone(error)
 
 
 def _failure_text(error: ActivityError) -> str:
@@ -139,6 +163,14 @@ class CodeAgentWorkflow:
         self._replacements = 0
         self._iteration = 0
         self._lease: SandboxLease | None = None
+        self._hosted = False
+
+    def _on_host(self, lease: SandboxLease | None = None) -> dict[str, Any]:
+        """Send an activity on the run's sandbox to that sandbox's host."""
+        lease = lease or self._lease
+        if not self._hosted or lease is None:
+            return {}
+        return on_host(lease.task_queue)
 
     @workflow.query
     def progress(self) -> RunProgress:
@@ -163,6 +195,7 @@ class CodeAgentWorkflow:
 
     async def _run(self, input: AgentRunInput) -> AgentRunResult:
         self._progress.started_at = workflow.now()
+        self._hosted = workflow.patched(HOST_QUEUES_PATCH)
         try:
             run = await workflow.execute_activity_method(
                 PersistenceActivities.start_run,
@@ -332,6 +365,7 @@ class CodeAgentWorkflow:
                 heartbeat_timeout=timedelta(seconds=60),
                 retry_policy=RetryPolicy(maximum_attempts=2),
                 summary=f"check: {name}",
+                **self._on_host(),
             )
         except ActivityError as error:
             workflow.logger.warning("check %s could not run: %s", name, _failure_text(error))
@@ -365,6 +399,7 @@ class CodeAgentWorkflow:
                     heartbeat_timeout=HEARTBEAT,
                     retry_policy=SANDBOX_RETRY,
                     summary=f"iteration {iteration}: {call.name}",
+                    **self._on_host(lease),
                 )
                 return result, lease
             except ActivityError as error:
@@ -406,6 +441,7 @@ class CodeAgentWorkflow:
                 start_to_close_timeout=timedelta(seconds=30),
                 retry_policy=SANDBOX_RETRY,
                 summary="keep the preview alive",
+                **self._on_host(lease),
             )
         except ActivityError as error:
             if not _sandbox_gone(error):
@@ -458,16 +494,28 @@ class CodeAgentWorkflow:
         return lease
 
     async def _acquire(self, input: AgentRunInput, sandbox_id: str | None) -> SandboxLease:
-        self._lease = await workflow.execute_activity_method(
-            SandboxActivities.acquire_sandbox,
-            AcquireSandboxInput(
-                project_id=input.project_id, run_id=input.message_id, sandbox_id=sandbox_id
-            ),
-            start_to_close_timeout=timedelta(minutes=3),
-            heartbeat_timeout=timedelta(seconds=60),
-            retry_policy=SANDBOX_RETRY,
-            summary="reuse sandbox" if sandbox_id else "create sandbox",
-        )
+        """The sandbox `sandbox_id` while it lives (asked of its host), else a new one on any
+        host; a host that is gone counts as a sandbox that is gone."""
+        options: dict[str, Any] = {}
+        if sandbox_id and self._hosted:
+            options = on_host(input.sandbox_task_queue)
+        try:
+            self._lease = await workflow.execute_activity_method(
+                SandboxActivities.acquire_sandbox,
+                AcquireSandboxInput(
+                    project_id=input.project_id, run_id=input.message_id, sandbox_id=sandbox_id
+                ),
+                start_to_close_timeout=timedelta(minutes=3),
+                heartbeat_timeout=timedelta(seconds=60),
+                retry_policy=SANDBOX_RETRY,
+                summary="reuse sandbox" if sandbox_id else "create sandbox",
+                **options,
+            )
+        except ActivityError as error:
+            if not options or not host_gone(error):
+                raise
+            workflow.logger.warning("the sandbox's host is gone; starting one elsewhere")
+            return await self._acquire(input, sandbox_id=None)
         return self._lease
 
     async def _restore(self, input: AgentRunInput, lease: SandboxLease) -> RestoredWorkspace:
@@ -481,6 +529,7 @@ class CodeAgentWorkflow:
             heartbeat_timeout=timedelta(seconds=60),
             retry_policy=SANDBOX_RETRY,
             summary="restore the workspace",
+            **self._on_host(lease),
         )
 
     async def _extend(self, input: AgentRunInput, lease: SandboxLease) -> None:
@@ -547,4 +596,6 @@ class CodeAgentWorkflow:
             sandbox_url=lease.url if lease and saved.status == ReplyStatus.RESULT else None,
             title=title,
             iterations=iterations,
+            sandbox_host_id=lease.host_id if lease else None,
+            sandbox_task_queue=lease.task_queue if lease else None,
         )

@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import asyncio
 import uuid
-from datetime import timedelta
+from datetime import datetime, timedelta
 
 from pydantic import BaseModel, Field
 from temporalio import workflow
@@ -35,6 +35,12 @@ with workflow.unsafe.imports_passed_through():
         ReplyStatus,
         SaveReplyInput,
     )
+    from activities.previews import (
+        PreviewActivities,
+        PreviewWatch,
+        StartPreviewInput,
+        WatchPreviewInput,
+    )
     from activities.sandbox import AcquireSandboxInput, SandboxActivities, SandboxLease
     from activities.versions import RestoredVersion, RestoreVersionInput, VersionActivities
     from workflows.code_agent import (
@@ -43,12 +49,16 @@ with workflow.unsafe.imports_passed_through():
         AgentRunInput,
         AgentRunResult,
         CodeAgentWorkflow,
+        host_gone,
+        on_host,
     )
 
 PROJECT_ID = SearchAttributeKey.for_keyword("QaiProjectId")
 
 
 SAVE_FAILED_RUN_PATCH = "save-reply-of-failed-run"
+PREVIEWS_PATCH = "preview-lifecycle"
+"""Previews revive on request and hibernate when quiet; sandbox work runs on its host."""
 
 
 def project_workflow_id(project_id: uuid.UUID | str) -> str:
@@ -66,6 +76,9 @@ def project_search_attributes(project_id: uuid.UUID | str) -> TypedSearchAttribu
 class ProjectInput(BaseModel):
     project_id: uuid.UUID
     sandbox_id: str | None = None
+    sandbox_host_id: str | None = None
+    sandbox_task_queue: str | None = None
+    """The host holding `sandbox_id`, and its task queue (carried across continue-as-new)."""
     idle_timeout_seconds: int = Field(default=1800, ge=1)
     """With no message for this long the entity ends; the next message starts it again."""
     continue_after: int = Field(default=100, ge=1)
@@ -100,6 +113,13 @@ class RestoreVersion(BaseModel):
     message_id: uuid.UUID
     """The id of the ASSISTANT message it produces, chosen by the client."""
     fragment_id: uuid.UUID
+
+
+class WakePreview(BaseModel):
+    """The preview was requested and found no running sandbox: start one (the gateway's)."""
+
+    unreachable_host: str | None = None
+    """A host the gateway could not reach: a sandbox there is treated as gone."""
 
 
 class DeleteProject(BaseModel):
@@ -146,20 +166,38 @@ class ProjectWorkflow:
         self._cancel_requested: set[uuid.UUID] = set()
         self._restores: dict[uuid.UUID, RestoreVersion] = {}
         self._deleting = False
+        self._sandbox_host = input.sandbox_host_id
+        self._sandbox_queue = input.sandbox_task_queue
+        self._wake: WakePreview | None = None
+        self._watch_at: datetime | None = None
+        """When to look whether the live preview went quiet; None: nothing live to watch."""
+        self._previews = False
 
     @workflow.run
     async def run(self, input: ProjectInput) -> None:
         idle = timedelta(seconds=input.idle_timeout_seconds)
+        self._previews = workflow.patched(PREVIEWS_PATCH)
+        if self._previews and self._sandbox_id is not None:
+            self._watch_at = workflow.now()
         while True:
-            try:
-                await workflow.wait_condition(
-                    lambda: bool(self._queue) or self._deleting, timeout=idle
-                )
-            except TimeoutError:
-                await workflow.wait_condition(workflow.all_handlers_finished)
-                if not self._queue:
+            if self._previews:
+                if await self._wait_for_work(idle):
                     workflow.logger.info("project idle; closing its entity workflow")
                     return
+                if self._wake is not None:
+                    wake, self._wake = self._wake, None
+                    if not self._queue and not self._deleting:  # a run would start one anyway
+                        await self._start_preview(wake)
+            else:
+                try:
+                    await workflow.wait_condition(
+                        lambda: bool(self._queue) or self._deleting, timeout=idle
+                    )
+                except TimeoutError:
+                    await workflow.wait_condition(workflow.all_handlers_finished)
+                    if not self._queue:
+                        workflow.logger.info("project idle; closing its entity workflow")
+                        return
             while self._queue and not self._deleting:
                 message_id = self._queue[0]
                 self._running = message_id
@@ -167,6 +205,9 @@ class ProjectWorkflow:
                 self._queue.pop(0)
                 self._running = None
                 self._answered += 1
+                if self._previews and self._sandbox_id is not None:
+                    self._watch_at = workflow.now()
+                    self._wake = None  # the run left its sandbox running
             if self._deleting:
                 await self._delete()
                 return
@@ -177,8 +218,101 @@ class ProjectWorkflow:
                 await workflow.wait_condition(workflow.all_handlers_finished)
                 if not self._queue:
                     workflow.continue_as_new(
-                        input.model_copy(update={"sandbox_id": self._sandbox_id})
+                        input.model_copy(
+                            update={
+                                "sandbox_id": self._sandbox_id,
+                                "sandbox_host_id": self._sandbox_host,
+                                "sandbox_task_queue": self._sandbox_queue,
+                            }
+                        )
                     )
+
+    def _has_work(self) -> bool:
+        return bool(self._queue) or self._deleting or self._wake is not None
+
+    async def _wait_for_work(self, idle: timedelta) -> bool:
+        """Wait for a message, a wake-up or a deletion, watching the live preview meanwhile.
+
+        Returns True when the entity should close: idle for `idle`, with no live sandbox left
+        to hibernate (a live preview keeps its entity open, so it is stopped once quiet).
+        """
+        close_at = workflow.now() + idle
+        while True:
+            wake_at = close_at if self._watch_at is None else min(close_at, self._watch_at)
+            timeout = max(wake_at - workflow.now(), timedelta(seconds=1))
+            try:
+                await workflow.wait_condition(self._has_work, timeout=timeout)
+                return False
+            except TimeoutError:
+                pass
+            if self._watch_at is not None and workflow.now() >= self._watch_at:
+                await self._watch_preview()
+                continue
+            if self._watch_at is not None:
+                close_at = self._watch_at
+                continue
+            await workflow.wait_condition(workflow.all_handlers_finished)
+            return not self._has_work()
+
+    async def _watch_preview(self) -> None:
+        """Hibernate the quiet preview, or keep it alive and look again when it could be."""
+        assert self._sandbox_id is not None
+        try:
+            watch: PreviewWatch = await workflow.execute_activity_method(
+                PreviewActivities.watch_preview,
+                WatchPreviewInput(project_id=self._project_id, sandbox_id=self._sandbox_id),
+                start_to_close_timeout=timedelta(seconds=60),
+                retry_policy=SANDBOX_RETRY,
+                summary="hibernate the preview if quiet",
+                **on_host(self._sandbox_queue),
+            )
+        except ActivityError as error:
+            if host_gone(error):  # its host is gone, and its sandbox with it
+                workflow.logger.warning("the preview's host is gone: %s", error.cause)
+            else:
+                workflow.logger.warning("could not watch the preview: %s", error.cause or error)
+            self._watch_at = None
+            return
+        if watch.check_again_seconds is None:
+            self._watch_at = None
+        else:
+            self._watch_at = workflow.now() + timedelta(seconds=watch.check_again_seconds)
+
+    async def _start_preview(self, wake: WakePreview) -> None:
+        """Give the project a running sandbox with its latest workspace (the gateway asked)."""
+        lease: SandboxLease | None = None
+        reachable = self._sandbox_host is None or self._sandbox_host != wake.unreachable_host
+        try:
+            if self._sandbox_id is not None and self._sandbox_queue is not None and reachable:
+                try:  # the sandbox may still run, or its host can start the new one
+                    lease = await self._start_preview_on(self._sandbox_id, self._sandbox_queue)
+                except ActivityError as error:
+                    if not host_gone(error):
+                        raise
+                    workflow.logger.warning("the preview's host is gone; reviving elsewhere")
+            if lease is None:
+                lease = await self._start_preview_on(None, None)
+        except ActivityError as error:
+            workflow.logger.warning("the preview could not start: %s", error.cause or error)
+            return
+        self._keep_sandbox(lease)
+        self._watch_at = workflow.now()
+
+    async def _start_preview_on(self, sandbox_id: str | None, queue: str | None) -> SandboxLease:
+        return await workflow.execute_activity_method(
+            PreviewActivities.start_preview,
+            StartPreviewInput(project_id=self._project_id, sandbox_id=sandbox_id),
+            start_to_close_timeout=timedelta(minutes=12),
+            heartbeat_timeout=timedelta(seconds=60),
+            retry_policy=SANDBOX_RETRY,
+            summary="start the preview",
+            **on_host(queue),
+        )
+
+    def _keep_sandbox(self, lease: SandboxLease) -> None:
+        self._sandbox_id = lease.sandbox_id
+        self._sandbox_host = lease.host_id
+        self._sandbox_queue = lease.task_queue
 
     @workflow.update
     async def submit(self, message: SubmitMessage) -> MessageOutcome:
@@ -237,6 +371,12 @@ class ProjectWorkflow:
         self._queue.append(key)
 
     @workflow.signal
+    def wake(self, request: WakePreview) -> None:
+        """Start the preview when no message is about to (the gateway found no sandbox)."""
+        if self._wake is None or (request.unreachable_host and not self._wake.unreachable_host):
+            self._wake = request
+
+    @workflow.signal
     def delete(self, request: DeleteProject) -> None:
         """Delete the project once the running message has stopped (it is cancelled)."""
         workflow.logger.info("project deletion requested by %s", request.requested_by)
@@ -248,9 +388,25 @@ class ProjectWorkflow:
 
     async def _delete(self) -> None:
         await workflow.wait_condition(workflow.all_handlers_finished)
+        request = DeleteProjectInput(project_id=self._project_id, sandbox_id=self._sandbox_id)
+        if self._previews and self._sandbox_queue is not None:
+            try:  # on the sandbox's host, which alone can stop it
+                await workflow.execute_activity_method(
+                    DeletionActivities.delete_project,
+                    request,
+                    start_to_close_timeout=timedelta(minutes=2),
+                    retry_policy=RECORD_RETRY,
+                    summary="delete the project",
+                    **on_host(self._sandbox_queue),
+                )
+                return
+            except ActivityError as error:
+                if not host_gone(error):
+                    raise
+                workflow.logger.warning("the sandbox's host is gone; deleting the rows only")
         await workflow.execute_activity_method(
             DeletionActivities.delete_project,
-            DeleteProjectInput(project_id=self._project_id, sandbox_id=self._sandbox_id),
+            request,
             start_to_close_timeout=timedelta(minutes=2),
             retry_policy=RECORD_RETRY,
             summary="delete the project",
@@ -282,6 +438,7 @@ class ProjectWorkflow:
                 heartbeat_timeout=timedelta(seconds=60),
                 retry_policy=SANDBOX_RETRY,
                 summary=f"restore version {request.fragment_id}",
+                **(on_host(lease.task_queue) if self._previews else {}),
             )
         except ActivityError as error:
             workflow.logger.warning("restore %s failed: %s", request.message_id, error.cause)
@@ -292,7 +449,10 @@ class ProjectWorkflow:
                 assistant_message_id=None,
                 content="The version could not be restored.",
             )
-        self._sandbox_id = lease.sandbox_id
+        if self._previews:
+            self._keep_sandbox(lease)
+        else:
+            self._sandbox_id = lease.sandbox_id
         return MessageOutcome(
             message_id=request.message_id,
             workflow_id=run_id,
@@ -363,6 +523,7 @@ class ProjectWorkflow:
                     project_id=self._project_id,
                     message_id=message_id,
                     sandbox_id=self._sandbox_id,
+                    sandbox_task_queue=self._sandbox_queue,
                 ),
                 id=run_id,
                 search_attributes=project_search_attributes(self._project_id),
@@ -384,6 +545,8 @@ class ProjectWorkflow:
             self._child = None
         if result.sandbox_id:
             self._sandbox_id = result.sandbox_id
+            self._sandbox_host = result.sandbox_host_id
+            self._sandbox_queue = result.sandbox_task_queue
         return MessageOutcome(
             message_id=message_id,
             workflow_id=run_id,

@@ -21,6 +21,7 @@ import os
 import signal
 import sys
 import time
+from collections.abc import Callable
 
 HOME = "/home/user"
 UID = GID = 1000
@@ -631,11 +632,19 @@ async def send(writer: asyncio.StreamWriter, obj: dict) -> None:
 
 
 async def pipe(
-    reader: asyncio.StreamReader, writer: asyncio.StreamWriter, abort: asyncio.Event
+    reader: asyncio.StreamReader,
+    writer: asyncio.StreamWriter,
+    abort: asyncio.Event,
+    on_data: Callable[[], None] | None = None,
 ) -> None:
-    """Copy until EOF (then half-close), or until an error, which aborts both directions."""
+    """Copy until EOF (then half-close), or until an error, which aborts both directions.
+
+    `on_data()`, when given, is called for every chunk copied (the gateway counts traffic).
+    """
     try:
         while data := await reader.read(65536):
+            if on_data is not None:
+                on_data()
             writer.write(data)
             await writer.drain()
     except (ConnectionError, OSError):
@@ -651,6 +660,7 @@ async def relay(
     a_writer: asyncio.StreamWriter,
     b_reader: asyncio.StreamReader,
     b_writer: asyncio.StreamWriter,
+    on_data: Callable[[], None] | None = None,
 ) -> None:
     """Copy both ways until both sides are done (half-closes kept, so websockets work).
 
@@ -660,7 +670,9 @@ async def relay(
     sandbox with the standard library only.
     """
     abort = asyncio.Event()
-    pipes = asyncio.gather(pipe(a_reader, b_writer, abort), pipe(b_reader, a_writer, abort))
+    pipes = asyncio.gather(
+        pipe(a_reader, b_writer, abort, on_data), pipe(b_reader, a_writer, abort, on_data)
+    )
     aborted = asyncio.ensure_future(abort.wait())
     try:
         await asyncio.wait({pipes, aborted}, return_when=asyncio.FIRST_COMPLETED)

@@ -21,12 +21,15 @@ from temporalio.contrib.pydantic import pydantic_data_converter
 from temporalio.testing import WorkflowEnvironment
 
 from activities.services import Services, open_services
+from gateway.server import running_gateway
+from runtime.preview_urls import loopback_target
+from runtime.processes import free_port
 from runtime.settings import Settings
 from runtime.temporal import ensure_search_attributes
 from scripted_llm import scripted_llm_server
 from storage.db import Database
 from submission import enqueue, outcome_of, wait_for_reply
-from worker import build_worker
+from worker import build_workers
 from workflows.project import (
     EnqueueMessage,
     MessageOutcome,
@@ -52,19 +55,26 @@ def settings_for(llm_base_url: str, **overrides: Any) -> Settings:
         "qai_data_dir": ROOT / ".qai",
         "qai_max_iterations": 8,
         "qai_sandbox_pool_size": 0,
+        # A port of its own: test sessions (and workers within one) never share a gateway.
+        "qai_preview_port": free_port(),
     }
     values.update(overrides)
     return Settings(_env_file=None, **values)  # type: ignore[call-arg]
 
 
 async def preview_text(url: str, expected: str, wait_seconds: float = 120) -> str:
-    """The preview's HTML once it shows `expected` (the dev server compiles on first request)."""
+    """The preview's HTML once it shows `expected` (the dev server compiles on first request).
+
+    A stable URL (`<project>.preview.localhost`) is reached as a browser would: on loopback,
+    with the name in `Host`."""
     deadline = time.monotonic() + wait_seconds
     body = ""
+    target, host = loopback_target(url)
+    headers = {"Host": host} if host else {}
     async with httpx.AsyncClient(timeout=60) as client:
         while time.monotonic() < deadline:
             try:
-                response = await client.get(url)
+                response = await client.get(target, headers=headers)
                 body = response.text
                 if response.status_code == 200 and expected in body:
                     return body
@@ -174,7 +184,10 @@ async def running_worker(
     async with open_services(settings, database_url) as services:
         harness = Harness(env.client, services, task_queue, set())
         try:
-            async with build_worker(env.client, services, task_queue=task_queue):
+            async with (
+                build_workers(env.client, services, task_queue=task_queue),
+                running_gateway(harness._settings(), services.db, env.client),
+            ):
                 yield harness
         finally:
             for sandbox_id in harness.sandbox_ids:

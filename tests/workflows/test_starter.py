@@ -18,6 +18,7 @@ import sqlalchemy as sa
 from temporalio.client import Client
 
 from activities.services import open_services
+from gateway.server import running_gateway
 from runtime.processes import free_port
 from runtime.temporal import connect_temporal
 from sandboxes.base import SandboxBackend
@@ -25,7 +26,7 @@ from scripted_llm import scripted_llm_server
 from storage.db import Database
 from storage.models import Message, Project
 from tests.workflows.conftest import ROOT, preview_text, settings_for
-from worker import build_worker
+from worker import build_workers
 from workflows.project import ProjectWorkflow, project_workflow_id
 
 Run = Callable[..., Awaitable[subprocess.CompletedProcess[str]]]
@@ -160,7 +161,8 @@ async def live_starter(
         client = await connect_temporal(temporal_dev_server)
         async with (
             open_services(settings, database_url) as services,
-            build_worker(client, services),
+            build_workers(client, services),
+            running_gateway(settings, services.db, client),
         ):
             yield _runner(_env(database_url, temporal_dev_server, task_queue))
             await _kill_project_sandboxes(client, clean_db, services.sandboxes)
@@ -292,7 +294,7 @@ async def test_with_no_worker_the_cli_says_so_and_no_wait_loses_nothing(
         client = await connect_temporal(temporal_dev_server)
         async with (
             open_services(settings, database_url) as services,
-            build_worker(client, services),
+            build_workers(client, services),
         ):
             try:
                 async with asyncio.timeout(240):

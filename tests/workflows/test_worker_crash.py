@@ -93,6 +93,7 @@ async def test_killed_worker_resumes_without_duplicates(
                 "QAI_SANDBOX_NETWORK": "none",
                 "QAI_SANDBOX_POOL_SIZE": "0",
                 "QAI_DATA_DIR": str(settings.data_dir),
+                "QAI_PREVIEW_PORT": str(settings.qai_preview_port),
                 "QAI_LOG_FORMAT": "json",
             }
         )
@@ -119,6 +120,10 @@ async def test_killed_worker_resumes_without_duplicates(
                     sandbox_id := (await handle.query(ProjectWorkflow.status)).sandbox_id
                 ) is None:
                     await asyncio.sleep(0.1)
+            # The sandbox outlived the dead worker and still serves the page, through the
+            # restarted worker's gateway at the same URL.
+            assert reply.fragment is not None, reply.content
+            await preview_text(reply.fragment.sandbox_url, "Survived")
         finally:
             if worker.poll() is None:
                 os.killpg(worker.pid, signal.SIGTERM)
@@ -136,9 +141,7 @@ async def test_killed_worker_resumes_without_duplicates(
             assert all(count == 1 for count in completed.values()), completed
             assert {turn for (_, turn) in completed if turn is not None} == {0, 1, 2, 3}
 
-            # The sandbox outlived the dead worker and still serves the page; it is the only one.
-            assert reply.fragment is not None
-            await preview_text(reply.fragment.sandbox_url, "Survived")
+            # It is the project's only sandbox.
             assert await backend.find({"project_id": str(project_id)}) == [sandbox_id]
         finally:
             for leftover in await backend.find({"project_id": str(project_id)}):
