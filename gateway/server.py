@@ -17,7 +17,7 @@ import contextlib
 import ssl
 import time
 import uuid
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Iterator
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from urllib.parse import urlsplit
@@ -108,21 +108,37 @@ def is_local_target(target: str) -> bool:
 
 
 class Traffic:
-    """Projects whose previews moved bytes, written to their rows in batches."""
+    """Projects whose previews are in use, written to their rows in batches.
+
+    In use: bytes moved, or an HTTP connection is open (a page may be waiting for the dev
+    server to compile, which sends nothing for seconds). An open websocket alone, such as an
+    idle tab's hot-reload socket, does not count: a forgotten tab must not keep a sandbox up.
+    """
 
     def __init__(self, db: Database, interval: float) -> None:
         self._db = db
         self.interval = interval
         self._seen: set[uuid.UUID] = set()
+        self._open: dict[uuid.UUID, int] = {}
         self._task: asyncio.Task[None] | None = None
 
     def mark(self, project_id: uuid.UUID) -> None:
         self._seen.add(project_id)
 
+    @contextlib.contextmanager
+    def request_open(self, project_id: uuid.UUID) -> Iterator[None]:
+        self._open[project_id] = self._open.get(project_id, 0) + 1
+        try:
+            yield
+        finally:
+            self._open[project_id] -= 1
+            if not self._open[project_id]:
+                del self._open[project_id]
+
     async def flush(self) -> None:
-        if not self._seen:
+        if not self._seen and not self._open:
             return
-        seen, self._seen = self._seen, set()
+        seen, self._seen = self._seen | set(self._open), set()
         try:
             async with self._db.session() as session:
                 await previews.touch(session, sorted(seen))
@@ -234,7 +250,13 @@ class PreviewGateway:
             return
         self.traffic.mark(project_id)
         up_writer.write(outgoing)
-        await relay(reader, writer, up_reader, up_writer, lambda: self.traffic.mark(project_id))
+        in_use = (
+            contextlib.nullcontext()
+            if head.header(b"upgrade") is not None
+            else self.traffic.request_open(project_id)
+        )
+        with in_use:
+            await relay(reader, writer, up_reader, up_writer, lambda: self.traffic.mark(project_id))
 
     async def _wake(self, project_id: uuid.UUID, unreachable_host: str | None) -> None:
         """Ask the project's workflow for a running sandbox (at most every few seconds)."""
