@@ -38,15 +38,24 @@ def sigkill(harness: Harness, sandbox_id: str) -> None:
     os.kill(read_state(layout.state)["supervisor"]["pid"], signal.SIGKILL)
 
 
-async def built(harness: Harness) -> tuple[uuid.UUID, str, str]:
-    """A project whose first message was answered: (project id, stable URL, sandbox id)."""
+async def built(harness: Harness) -> tuple[uuid.UUID, uuid.UUID, str, str]:
+    """A project whose first message was answered: its id, the message's, the stable URL and
+    the sandbox's id."""
     project_id, message_id = await harness.new_project("Build a marked page")
     outcome = await harness.submit(project_id, message_id)
     assert outcome.status.value == "RESULT", outcome.content
-    sandbox_id = (await harness.project_status(project_id)).sandbox_id
-    assert sandbox_id is not None
+    sandbox_id = await harness.project_sandbox(project_id)
     assert outcome.sandbox_url == preview_url(harness.settings, project_id)
-    return project_id, outcome.sandbox_url, sandbox_id
+    return project_id, message_id, outcome.sandbox_url, sandbox_id
+
+
+async def revived_sandbox(harness: Harness, project_id: uuid.UUID, old: str) -> str:
+    """The project's new sandbox, once its workflow has it (the preview may answer first)."""
+    async with asyncio.timeout(30):
+        while (current := await harness.project_sandbox(project_id)) == old:
+            await asyncio.sleep(0.1)
+    harness.sandbox_ids.add(current)
+    return current
 
 
 async def get(url: str) -> httpx.Response:
@@ -58,7 +67,7 @@ async def get(url: str) -> httpx.Response:
 async def test_the_stable_url_serves_the_app_and_its_hot_reload_socket(agent_harness) -> None:
     marker = f"gateway-{uuid.uuid4().hex[:6]}"
     async with agent_harness(script(marker)) as (harness, _llm):
-        project_id, url, _ = await built(harness)
+        project_id, _, url, _ = await built(harness)
         assert url.startswith(f"http://{project_id}.preview.localhost:")
         await preview_text(url, marker)
         target, host = loopback_target(url)
@@ -75,7 +84,7 @@ async def test_the_stable_url_serves_the_app_and_its_hot_reload_socket(agent_har
 async def test_a_killed_sandbox_revives_at_the_same_url(agent_harness) -> None:
     marker = f"revived-{uuid.uuid4().hex[:6]}"
     async with agent_harness(script(marker)) as (harness, _llm):
-        project_id, url, sandbox_id = await built(harness)
+        project_id, message_id, url, sandbox_id = await built(harness)
         await preview_text(url, marker)
         sigkill(harness, sandbox_id)
         async with asyncio.timeout(10):
@@ -89,15 +98,14 @@ async def test_a_killed_sandbox_revives_at_the_same_url(agent_harness) -> None:
         assert "Starting your preview" in first.text
         await preview_text(url, marker)
         print(f"revival after SIGKILL: {time.monotonic() - started:.1f} s")
-        revived = (await harness.project_status(project_id)).sandbox_id
-        assert revived is not None and revived != sandbox_id
-        harness.sandbox_ids.add(revived)
+        await revived_sandbox(harness, project_id, sandbox_id)
+        await harness.record_histories(project_id, message_id)  # with the revival in it
 
 
 async def test_a_quiet_preview_hibernates_and_the_next_visit_revives_it(agent_harness) -> None:
     marker = f"hibernated-{uuid.uuid4().hex[:6]}"
     async with agent_harness(script(marker), qai_preview_idle_seconds=3) as (harness, _llm):
-        project_id, url, sandbox_id = await built(harness)
+        project_id, message_id, url, sandbox_id = await built(harness)
         async with asyncio.timeout(90):
             while True:
                 async with harness.db.session() as session:
@@ -110,6 +118,5 @@ async def test_a_quiet_preview_hibernates_and_the_next_visit_revives_it(agent_ha
 
         assert (await get(url)).status_code == 503
         await preview_text(url, marker)
-        revived = (await harness.project_status(project_id)).sandbox_id
-        assert revived is not None and revived != sandbox_id
-        harness.sandbox_ids.add(revived)
+        await revived_sandbox(harness, project_id, sandbox_id)
+        await harness.record_histories(project_id, message_id)  # with the revival in it

@@ -170,6 +170,14 @@ class Harness:
             history = await self.client.get_workflow_handle(workflow_id).fetch_history()
             (HISTORIES / f"{test}-{kind}.json").write_text(history.to_json())
 
+    async def project_sandbox(self, project_id: uuid.UUID) -> str:
+        """The project's sandbox once its workflow has it: a reply is saved just before the run
+        hands its sandbox back, so right after a reply the workflow may not have it yet."""
+        async with asyncio.timeout(60):
+            while (sandbox_id := (await self.project_status(project_id)).sandbox_id) is None:
+                await asyncio.sleep(0.1)
+        return sandbox_id
+
     async def project_status(self, project_id: uuid.UUID) -> ProjectStatus:
         handle = self.client.get_workflow_handle(project_workflow_id(project_id))
         return await handle.query(ProjectWorkflow.status)

@@ -146,7 +146,7 @@ async def test_follow_up_reuses_the_sandbox_and_remembers(agent_harness) -> None
     async with agent_harness(script) as (harness, _llm):
         project_id, first = await harness.new_project("Build a hello page")
         one = await harness.submit(project_id, first)
-        sandbox_before = (await harness.project_status(project_id)).sandbox_id
+        sandbox_before = await harness.project_sandbox(project_id)
         second = await harness.add_message(project_id, "Now add a footer")
         two = await harness.submit(project_id, second)
 
@@ -401,7 +401,7 @@ async def test_project_continues_as_new_and_keeps_its_sandbox(agent_harness) -> 
             search_attributes=project_search_attributes(project_id),
         )
         one = await harness.submit(project_id, first)
-        sandbox_before = (await harness.project_status(project_id)).sandbox_id
+        sandbox_before = await harness.project_sandbox(project_id)
         second = await harness.add_message(project_id, "The second request")
         two = await harness.submit(project_id, second)
 
