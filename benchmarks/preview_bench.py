@@ -35,6 +35,7 @@ from runtime.settings import Settings  # noqa: E402
 from runtime.temporal import ensure_search_attributes  # noqa: E402
 from sandboxes.local.cgroups import SandboxCgroups  # noqa: E402
 from sandboxes.local.layout import Layout, cgroup_name, read_state, sandboxes_root  # noqa: E402
+from sandboxes.local.pool import POOL_TEMPLATE  # noqa: E402
 from scripted_llm import scripted_llm_server  # noqa: E402
 from storage import previews  # noqa: E402
 from storage.db import Database  # noqa: E402
@@ -53,7 +54,12 @@ SCRIPT = {
                 "tool_calls": [
                     {
                         "name": "createOrUpdateFiles",
-                        "arguments": {"files": [{"path": "app/page.tsx", "content": PAGE}]},
+                        "arguments": {
+                            "files": [
+                                {"path": "app/page.tsx", "content": PAGE},
+                                {"path": "public/bench.txt", "content": "ok\n"},
+                            ]
+                        },
                     }
                 ]
             },
@@ -67,13 +73,6 @@ IDLE_SECONDS = 4
 def percentile(values: list[float], q: float) -> float:
     ordered = sorted(values)
     return ordered[min(len(ordered) - 1, int(q * len(ordered)))]
-
-
-def mem_available_mb() -> float:
-    for line in Path("/proc/meminfo").read_text().splitlines():
-        if line.startswith("MemAvailable:"):
-            return int(line.split()[1]) / 1024
-    raise RuntimeError("no MemAvailable in /proc/meminfo")
 
 
 def sandbox_memory_mb(settings: Settings, sandbox_id: str) -> tuple[float, float]:
@@ -112,25 +111,26 @@ async def served(url: str, limit: float = 120) -> float:
     raise RuntimeError(f"{url} never served the page")
 
 
-async def latencies(url: str, host: str | None, count: int, *, reuse: bool) -> list[float]:
+async def timed_get(client: httpx.AsyncClient | None, url: str, host: str | None) -> float:
+    """Milliseconds for one GET; a new connection when `client` is None."""
     headers = {"Host": host} if host else {}
-    times = []
-    async with httpx.AsyncClient(timeout=30) as shared:
-        for _ in range(count):
-            client = shared if reuse else httpx.AsyncClient(timeout=30)
-            started = time.perf_counter()
-            response = await client.get(url, headers=headers)
-            times.append((time.perf_counter() - started) * 1000)
-            assert response.status_code == 200
-            if not reuse:
-                await client.aclose()
-    return times
+    own = client is None
+    client = client or httpx.AsyncClient(timeout=30)
+    try:
+        started = time.perf_counter()
+        response = await client.get(url, headers=headers)
+        elapsed = (time.perf_counter() - started) * 1000
+    finally:
+        if own:
+            await client.aclose()
+    assert response.status_code == 200, response.status_code
+    return elapsed
 
 
 async def warm_pool(services: Services) -> None:
     """Until the pool holds a warm sandbox (the revival figure is with the warm pool)."""
     backend = services.sandboxes
-    template = await backend.template(None)
+    template = await backend.template(POOL_TEMPLATE)
     while not any(entry.warm for entry in backend.pool.entries(template)[0]):  # noqa: ASYNC110
         await asyncio.sleep(0.2)
 
@@ -199,16 +199,25 @@ async def run(
         row = await previews.get(session, project_id)
     assert row is not None
 
-    # Gateway overhead: the same page, by the sandbox's own address and through the gateway.
+    # Gateway overhead: a static file (so the dev server's rendering is not the figure), asked
+    # alternately of the sandbox's own address and of the gateway, so load drift hits both.
     target, host = loopback_target(url)
     for reuse in (True, False):
-        direct = await latencies(row.target + "/", None, requests, reuse=reuse)
-        gateway = await latencies(target, host, requests, reuse=reuse)
-        kind = "keep-alive" if reuse else "new connection per request"
+        direct: list[float] = []
+        gateway: list[float] = []
+        async with httpx.AsyncClient(timeout=30) as one, httpx.AsyncClient(timeout=30) as two:
+            for _ in range(requests):
+                direct.append(
+                    await timed_get(one if reuse else None, row.target + "/bench.txt", None)
+                )
+                gateway.append(await timed_get(two if reuse else None, target + "bench.txt", host))
+        kind = "one client, keep-alive" if reuse else "a new connection per request"
         print(
-            f"GET / ({kind}, {requests} requests): direct p50 {statistics.median(direct):.2f} ms, "
-            f"gateway p50 {statistics.median(gateway):.2f} ms (p99 {percentile(gateway, 0.99):.2f}"
-            f" ms): overhead {statistics.median(gateway) - statistics.median(direct):.2f} ms"
+            f"GET /bench.txt ({kind}, {requests} each): direct p50 "
+            f"{statistics.median(direct):.2f} ms, gateway p50 {statistics.median(gateway):.2f} ms "
+            f"(p99 {percentile(gateway, 0.99):.2f} ms): overhead "
+            f"{statistics.median(gateway) - statistics.median(direct):.2f} ms",
+            flush=True,
         )
 
     # Memory before and after hibernation; then revival from hibernation, with the warm pool.
@@ -218,14 +227,12 @@ async def run(
             row = await previews.get(session, project_id)
         assert row is not None
         usage, rss = sandbox_memory_mb(settings, row.sandbox_id)
-        before = mem_available_mb()
         await wait_state(db, project_id, previews.PreviewState.HIBERNATED)
-        await asyncio.sleep(1)
-        after = mem_available_mb()
+        after, after_rss = sandbox_memory_mb(settings, row.sandbox_id)
         print(
-            f"round {round_ + 1}: live sandbox cgroup {usage:.0f} MB (RSS {rss:.0f} MB); "
-            f"host MemAvailable {before:.0f} -> {after:.0f} MB after hibernation "
-            f"(+{after - before:.0f} MB)"
+            f"round {round_ + 1}: live sandbox: cgroup {usage:.0f} MB, RSS {rss:.0f} MB; "
+            f"hibernated: cgroup {after:.0f} MB, RSS {after_rss:.0f} MB",
+            flush=True,
         )
         await warm_pool(services)
         seconds = await served(url)
@@ -233,10 +240,11 @@ async def run(
         print(f"round {round_ + 1}: revival from hibernation {seconds:.2f} s", flush=True)
 
     # Revival after the sandbox was SIGKILLed.
+    await warm_pool(services)
+    await served(url)  # live again if it hibernated while the pool warmed
     async with db.session() as session:
         row = await previews.get(session, project_id)
     assert row is not None
-    await warm_pool(services)
     layout = Layout(sandboxes_root(settings.data_dir) / row.sandbox_id)
     os.kill(read_state(layout.state)["supervisor"]["pid"], signal.SIGKILL)
     await asyncio.sleep(0.5)
