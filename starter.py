@@ -137,11 +137,11 @@ async def _create_or_send(args: argparse.Namespace, settings: Settings, db: Data
     project_id = check_project_id(args.project_id) if args.command == "send" else None
     try:
         submitted = await check_submission(db, args.prompt, project_id=project_id)
-        client = await connect_temporal(settings.temporal_address, settings.temporal_namespace)
+        client = await connect_temporal(settings)
     except ProjectNotFoundError as missing:
         # Its row may be missing only because no worker has recorded its first message yet.
         try:
-            client = await connect_temporal(settings.temporal_address, settings.temporal_namespace)
+            client = await connect_temporal(settings)
         except TemporalConnectionError:
             raise missing from None
         submitted = await check_submission(db, args.prompt, project_id=project_id, client=client)

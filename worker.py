@@ -31,6 +31,7 @@ from activities.services import Services, open_services
 from activities.tools import ToolActivities
 from activities.versions import VersionActivities
 from gateway.server import running_gateway
+from runtime import metrics
 from runtime.interceptors import LogContextInterceptor
 from runtime.logs import configure_logging, get_logger
 from runtime.processes import stop_signals
@@ -127,6 +128,44 @@ async def _prepare_sandboxes(settings: Settings) -> None:
         log.info("sandbox template ready", path=str(path))
 
 
+def _sandbox_counts(services: Services) -> tuple[int, int]:
+    """Live and pooled local sandboxes on this host (every worker on it shares the directory)."""
+    from sandboxes.local.backend import LocalBackend
+    from sandboxes.local.layout import ID_PATTERN
+
+    backend = services.sandboxes
+    if not isinstance(backend, LocalBackend) or not backend.root.is_dir():
+        return 0, 0
+    ready = [
+        path
+        for path in backend.root.iterdir()
+        if ID_PATTERN.match(path.name) and (path / "ready").exists()
+    ]
+    return len(ready), sum((path / "pooled").exists() for path in ready)
+
+
+async def _serve_metrics(
+    stack: AsyncExitStack, settings: Settings, services: Services, client: Client
+) -> None:
+    """`/metrics` and `/healthz` on QAI_METRICS_PORT (0: not served)."""
+    if not settings.qai_metrics_port:
+        return
+    metrics.sandboxes_from(lambda: _sandbox_counts(services))
+
+    async def healthy() -> bool:
+        """The worker runs (this server stops with it) and Temporal answers."""
+        try:
+            async with asyncio.timeout(3.0):
+                return await client.service_client.check_health()
+        except Exception:
+            return False
+
+    url = await stack.enter_async_context(
+        metrics.serving_metrics(settings.qai_metrics_host, settings.qai_metrics_port, healthy)
+    )
+    log.info("metrics served", url=f"{url}/metrics")
+
+
 async def serve(settings: Settings, *, dev: bool) -> None:
     """Run until SIGINT, SIGTERM or SIGHUP, then stop everything this process started.
 
@@ -165,7 +204,11 @@ async def serve(settings: Settings, *, dev: bool) -> None:
                     database_url = await stack.enter_async_context(database_url_for(settings))
                     address = settings.temporal_address
                 await _prepare_sandboxes(settings)
-                client = await connect_temporal(address, settings.temporal_namespace)
+                client = await (
+                    connect_temporal(address, settings.temporal_namespace)
+                    if dev
+                    else connect_temporal(settings)
+                )
                 await ensure_search_attributes(client)
                 services = await stack.enter_async_context(open_services(settings, database_url))
                 if dev:  # a dev stop leaves nothing running; production sandboxes outlive it
@@ -175,6 +218,7 @@ async def serve(settings: Settings, *, dev: bool) -> None:
                     running_gateway(settings, services.db, client)
                 )
                 async with workers:
+                    await _serve_metrics(stack, settings, services, client)
                     if dev:
                         from api.server import running_api
 

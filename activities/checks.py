@@ -29,6 +29,7 @@ from agent.checks import (
     parse_tsc,
     routes_of,
 )
+from runtime import metrics
 from sandboxes.base import CommandFailedError, Sandbox, SandboxError, SandboxNotFoundError
 from storage import snapshots
 
@@ -56,7 +57,7 @@ def _skipped(name: str, error: SandboxError) -> CheckResult:
         else "the sandbox could not run it"
     )
     activity.logger.warning("check %s skipped: %s", name, error)
-    return CheckResult(name=name, status=CheckStatus.SKIPPED, reason=reason)
+    return metrics.check_done(CheckResult(name=name, status=CheckStatus.SKIPPED, reason=reason))
 
 
 class CheckActivities:
@@ -75,7 +76,7 @@ class CheckActivities:
         await run_phase(self._services.db, input.run_id, "verifying", key=key)
         try:
             async with heartbeating():
-                return await run_tsc(sandbox)
+                return metrics.check_done(await run_tsc(sandbox))
         except SandboxError as error:
             return _skipped("types", error)
 
@@ -91,14 +92,14 @@ class CheckActivities:
             return _skipped("routes", error)
         if dynamic:
             activity.logger.info("dynamic routes not requested: %s", ", ".join(dynamic))
-        return result
+        return metrics.check_done(result)
 
     @activity.defn(name="check_server_log")
     async def check_server_log(self, input: LogCheckInput) -> CheckResult:
         """Errors the dev server printed since this round of checks began."""
         try:
             sandbox = await self._services.sandboxes.connect(input.sandbox_id)
-            return await read_server_log(sandbox, input.since)
+            return metrics.check_done(await read_server_log(sandbox, input.since))
         except SandboxError as error:
             return _skipped("server log", error)
 

@@ -18,6 +18,7 @@ from activities.services import Services
 from agent.llm import chat_completion, classify_llm_error, stream_chat_completion, usage_of
 from agent.prompt import TITLE_PROMPT, clean_title, extract_task_summary, fallback_title
 from agent.tools import TOOL_DEFINITIONS
+from runtime import metrics
 from storage import transcript
 
 NUDGE = (
@@ -123,6 +124,7 @@ class LlmActivities:
                 await session.commit()
                 messages = await transcript.chat_messages(session, input.run_id)
         tokens_out = TokenStream(db, input.run_id, input.iteration)
+        watch = metrics.Stopwatch()
         try:
             async with heartbeating():
                 completion = await stream_chat_completion(
@@ -134,10 +136,12 @@ class LlmActivities:
                 )
                 await tokens_out.flush()
         except APIError as error:
+            metrics.model_call_failed(input.model, "agent")
             raise classify_llm_error(error) from error
         choice = completion.choices[0].message
         message: dict = {"role": "assistant", "content": choice.content or ""}
         tokens = usage_of(completion)
+        metrics.model_call_done(input.model, "agent", watch, tokens)
         async with db.session() as session:
             if choice.tool_calls:
                 taken = await transcript.tool_call_ids(session, input.run_id)
@@ -185,6 +189,7 @@ class LlmActivities:
             stored = await transcript.stored_title(session, input.run_id)
         if stored:
             return stored
+        watch = metrics.Stopwatch()
         try:
             completion = await chat_completion(
                 self._services.llm,
@@ -197,12 +202,14 @@ class LlmActivities:
                 request_timeout=self._services.settings.qai_title_timeout,
             )
         except APIError as error:
+            metrics.model_call_failed(input.model, "title")
             activity.logger.warning("title model failed; using the fallback", exc_info=error)
             return fallback_title(input.summary, input.prompt)
         title = clean_title(completion.choices[0].message.content) or fallback_title(
             input.summary, input.prompt
         )
         tokens = usage_of(completion)
+        metrics.model_call_done(input.model, "title", watch, tokens)
         async with self._services.db.session() as session:
             await transcript.append_entry(
                 session,

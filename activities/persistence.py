@@ -10,11 +10,13 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from temporalio import activity
 from temporalio.exceptions import ApplicationError
 
+from activities import run_metrics
 from activities.events import emit, run_phase
 from activities.services import Services
 from agent.checks import CheckIssue, ChecksReport, feedback
 from agent.prompt import system_prompt
 from conversation import build_conversation_payload, load_project_conversation_context
+from runtime import metrics
 from sandboxes.template import load_manifest
 from storage import queries, snapshots, transcript
 from storage.errors import MessageNotFoundError, ProjectNotFoundError
@@ -172,6 +174,7 @@ class PersistenceActivities:
             previous = context.latest_fragment
             snapshot = await snapshots.latest(session, input.project_id, up_to_run=input.run_id)
         settings = self._services.settings
+        metrics.RUNS_STARTED.inc()
         return StartRunResult(
             model=settings.qai_model,
             title_model=settings.qai_title_model,
@@ -224,6 +227,7 @@ class PersistenceActivities:
         except (ProjectNotFoundError, MessageNotFoundError) as error:
             raise _permanent(error) from error
         await emit_message(self._services, message, run_id=input.run_id)
+        await run_metrics.run_ended(db, input)
         if message.type == MessageType.ERROR:
             await emit(
                 db,

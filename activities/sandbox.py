@@ -13,6 +13,7 @@ from activities.heartbeat import heartbeating
 from activities.services import Services
 from agent.tools import bound
 from conversation import load_project_conversation_context
+from runtime import metrics
 from runtime.preview_urls import preview_url
 from sandboxes.base import (
     INSTALL_COMMAND,
@@ -131,7 +132,7 @@ class SandboxActivities:
                 activity.logger.info("sandbox expired; creating a new one")
         sandbox = await self._created_earlier(request)
         if sandbox is None:
-            async with heartbeating():
+            async with heartbeating(), metrics.timed(metrics.SANDBOX_CREATE_SECONDS):
                 sandbox = await backend.create(
                     timeout=timeout,
                     metadata={

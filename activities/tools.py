@@ -12,7 +12,8 @@ from activities.errors import sandbox_failure
 from activities.events import emit, run_phase
 from activities.heartbeat import heartbeating
 from activities.services import Services
-from agent.tools import execute_tool
+from agent.tools import TOOL_DEFINITIONS, execute_tool
+from runtime import metrics
 from sandboxes.base import SandboxError
 from storage import snapshots, transcript
 from storage.events import EventKind
@@ -23,6 +24,8 @@ RESTARTED_NOTE = (
     "processes and anything outside /home/user were not kept. This call ran again on the new "
     "sandbox."
 )
+
+KNOWN_TOOLS = frozenset(tool["function"]["name"] for tool in TOOL_DEFINITIONS)
 
 
 class ToolCallInput(BaseModel):
@@ -94,7 +97,9 @@ class ToolActivities:
                 if input.project_id is not None:
                     snapshot = await sandbox.snapshot(await backend.template_index())
         except SandboxError as error:
+            metrics.tool_call(name, KNOWN_TOOLS, "error")
             raise sandbox_failure(error, f"running {name}") from error
+        metrics.tool_call(name, KNOWN_TOOLS, "ok" if outcome.ok else "failed")
         content = outcome.content
         if input.restarted:
             content = f"{input.restarted}\n\n{content}"

@@ -24,7 +24,7 @@ async def serve(settings: Settings) -> None:
         loop.add_signal_handler(sig, stop.set)
     async with AsyncExitStack() as stack:
         url = await stack.enter_async_context(database_url_for(settings))
-        client = await connect_temporal(settings.temporal_address, settings.temporal_namespace)
+        client = await connect_temporal(settings)
         api_url = await stack.enter_async_context(running_api(settings, url, client))
         print(f"qai API: {api_url}  (docs: {api_url}/docs)", flush=True)
         await stop.wait()

@@ -14,6 +14,7 @@ from api import auth, errors
 from api.context import ApiContext
 from api.limits import BodyLimitMiddleware
 from api.routes import fragments, health, projects
+from runtime.metrics import RequestMetricsMiddleware, metrics_route
 
 ASSETS = "/docs-assets"
 
@@ -39,6 +40,8 @@ def create_app(context: ApiContext) -> FastAPI:
         return await call_next(request)
 
     app.add_middleware(BodyLimitMiddleware)
+    app.add_middleware(RequestMetricsMiddleware)  # outermost: sees 401s and 413s too
+    app.add_route("/metrics", metrics_route, include_in_schema=False)  # no token: Prometheus
     app.include_router(projects.router)
     app.include_router(fragments.router)
     app.include_router(health.router)

@@ -18,6 +18,7 @@ from typing import Any
 
 import asyncpg
 
+from runtime import metrics
 from runtime.logs import get_logger
 from storage import events
 from storage.db import Database
@@ -123,9 +124,11 @@ class EventHub:
     async def subscribe(self, project_id: uuid.UUID) -> AsyncIterator[asyncio.Queue[Any]]:
         queue: asyncio.Queue[Any] = asyncio.Queue()
         self._subscribers.setdefault(project_id, set()).add(queue)
+        metrics.SSE_CLIENTS.inc()
         try:
             yield queue
         finally:
+            metrics.SSE_CLIENTS.dec()
             queues = self._subscribers.get(project_id)
             if queues is not None:
                 queues.discard(queue)

@@ -158,6 +158,18 @@ class Settings(BaseSettings):
         description="Message submissions per client: N/second, N/minute or N/hour.",
     )
 
+    # Operations
+    qai_metrics_host: str = Field(
+        default="127.0.0.1",
+        description="Address of the worker's /metrics and /healthz (0.0.0.0 in containers).",
+    )
+    qai_metrics_port: int = Field(
+        default=9464,
+        ge=0,
+        le=65535,
+        description="Port of the worker's /metrics and /healthz; 0 turns them off.",
+    )
+
     # Local files and logs
     qai_data_dir: Path = Field(
         default=Path(".qai"),

@@ -1,4 +1,5 @@
-"""The one way qai connects to Temporal: always with the pydantic data converter."""
+"""The one way qai connects to Temporal: always with the pydantic data converter and the
+process's one runtime; TLS, API keys and Cloud through the SDK's environment configuration."""
 
 from __future__ import annotations
 
@@ -13,8 +14,10 @@ from temporalio.api.operatorservice.v1 import (
 from temporalio.client import Client
 from temporalio.common import SearchAttributeKey
 from temporalio.contrib.pydantic import pydantic_data_converter
+from temporalio.envconfig import ClientConfig, ClientConnectConfig
 from temporalio.service import RPCError, RPCStatusCode
 
+from runtime.metrics import temporal_runtime
 from runtime.settings import Settings
 
 # Custom search attributes qai's workflows set: name -> type (as `temporal` CLI spells it).
@@ -36,29 +39,55 @@ class TemporalConnectionError(RuntimeError):
     """Temporal could not be reached; says where we looked and which setting to check."""
 
 
+def connect_config(settings: Settings, env: Mapping[str, str] | None = None) -> ClientConnectConfig:
+    """Where and how to connect, from the SDK's environment configuration and qai's settings.
+
+    The SDK reads a TOML profile (TEMPORAL_CONFIG_FILE, TEMPORAL_PROFILE) and TEMPORAL_* variables
+    (TEMPORAL_API_KEY, TEMPORAL_TLS, TEMPORAL_TLS_CLIENT_CERT_PATH, ...): TLS, API keys and
+    Temporal Cloud work as in the SDK's samples. TEMPORAL_ADDRESS and TEMPORAL_NAMESPACE, also
+    read through qai's settings (and `.env`), win over a profile when set; unset, the profile's
+    values win over qai's defaults. `env` replaces the process environment (tests).
+    """
+    try:
+        config = ClientConfig.load_client_connect_config(override_env_vars=env)
+    except Exception as error:  # the SDK reports a bad profile file as a plain error
+        raise TemporalConnectionError(f"invalid Temporal client configuration: {error}") from None
+    explicit = settings.model_fields_set
+    if "temporal_address" in explicit or "target_host" not in config:
+        config["target_host"] = settings.temporal_address
+    if "temporal_namespace" in explicit or "namespace" not in config:
+        config["namespace"] = settings.temporal_namespace
+    return config
+
+
 async def connect_temporal(
     settings_or_address: Settings | str,
     namespace: str | None = None,
     *,
     connect_timeout: timedelta = timedelta(seconds=10),
 ) -> Client:
-    """A client for `TEMPORAL_ADDRESS`/`TEMPORAL_NAMESPACE` (or an explicit address).
+    """A client for the configured Temporal (`connect_config`), or a plain one for an address.
 
-    `namespace` overrides the settings' namespace; with a bare address it
-    defaults to "default".
+    A bare address (the dev stack's own server, tests) connects without TLS or API key, whatever
+    the environment says. `namespace` overrides the configured one; with a bare address it
+    defaults to "default". Every client shares the process's runtime, whose metrics
+    `/metrics` serves.
     """
     if isinstance(settings_or_address, Settings):
-        address = settings_or_address.temporal_address
-        namespace = namespace or settings_or_address.temporal_namespace
+        config = connect_config(settings_or_address)
+        if namespace:
+            config["namespace"] = namespace
     else:
-        address = settings_or_address
-        namespace = namespace or "default"
+        config = ClientConnectConfig(
+            target_host=settings_or_address, namespace=namespace or "default"
+        )
+    address, namespace = config["target_host"], config["namespace"]
     try:
         return await Client.connect(
-            address,
-            namespace=namespace,
+            **config,
             data_converter=pydantic_data_converter,
             connect_timeout=connect_timeout,
+            runtime=temporal_runtime(),
         )
     except RuntimeError as error:
         raise TemporalConnectionError(

@@ -14,6 +14,7 @@ from temporalio.service import RPCError, RPCStatusCode
 
 from api.context import ApiContext, context_of
 from api.errors import not_found
+from runtime import metrics
 from storage import events, listing, queries
 from storage.errors import ProjectNotFoundError
 from storage.views import message_view
@@ -68,6 +69,7 @@ async def _submit(
     client = request.client.host if request.client else "unknown"
     wait = context.limiter.retry_after(client)
     if wait is not None:
+        metrics.RATE_LIMITED.inc()
         raise HTTPException(
             429,
             f"too many messages; the limit is {context.settings.qai_rate_limit}. "
