@@ -269,7 +269,13 @@ def main(argv: Sequence[str] | None = None) -> int:
         if args.dev:
             check_exposure(settings)
         asyncio.run(serve(settings, dev=args.dev))
-    except (*LOCAL_STACK_ERRORS, SandboxError, TemplateError, ApiExposedError) as error:
+    except (
+        *LOCAL_STACK_ERRORS,
+        SandboxError,
+        TemplateError,
+        ApiExposedError,
+        metrics.MetricsServerError,
+    ) as error:
         print(f"qai: {error}", file=sys.stderr)
         return 1
     except ApplicationError as error:  # e.g. no model configured

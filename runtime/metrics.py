@@ -318,6 +318,10 @@ class RequestMetricsMiddleware:
 HealthCheck = Callable[[], Awaitable[bool]]
 
 
+class MetricsServerError(RuntimeError):
+    """The metrics port could not be bound; names the setting to change."""
+
+
 def metrics_app(health: HealthCheck | None = None) -> ASGIApp:
     """`/metrics`, and `/healthz` (200 when `health()` is true, else 503), as an ASGI app."""
     from starlette.applications import Starlette
@@ -349,17 +353,27 @@ async def serving_metrics(
             metrics_app(health), host=host, port=port, log_level="warning", lifespan="off"
         )
     )
-    task = asyncio.create_task(server.serve(), name="metrics")
+    refused = MetricsServerError(
+        f"cannot serve metrics on {host}:{port} (is the port taken?); "
+        "set QAI_METRICS_PORT to a free port, or 0 to turn them off"
+    )
+
+    async def serve() -> None:
+        try:
+            await server.serve()
+        except (SystemExit, OSError):  # uvicorn exits when it cannot bind: not this process
+            raise refused from None
+
+    task = asyncio.create_task(serve(), name="metrics")
     try:
         while not server.started:
             if task.done():
-                with contextlib.suppress(SystemExit):  # uvicorn exits when it cannot bind
-                    task.result()
-                raise OSError(f"cannot serve metrics on {host}:{port}")
+                task.result()
+                raise refused
             await asyncio.sleep(0.05)
         bound = server.servers[0].sockets[0].getsockname()[1]
         yield f"http://{host}:{bound}"
     finally:
         server.should_exit = True
-        with contextlib.suppress(asyncio.CancelledError, SystemExit):
+        with contextlib.suppress(asyncio.CancelledError, MetricsServerError):
             await task

@@ -134,3 +134,11 @@ def _own_text() -> str:
     from prometheus_client import REGISTRY, generate_latest
 
     return generate_latest(REGISTRY).decode()
+
+
+async def test_a_taken_metrics_port_is_one_clear_error() -> None:
+    async with metrics.serving_metrics("127.0.0.1", 0) as url:
+        port = int(url.rsplit(":", 1)[1])
+        with pytest.raises(metrics.MetricsServerError, match=f"127.0.0.1:{port}.*QAI_METRICS_PORT"):
+            async with metrics.serving_metrics("127.0.0.1", port):
+                pass
