@@ -37,6 +37,7 @@ from prometheus_client import generate_latest as _generate_latest
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
+from temporalio.runtime import PrometheusConfig, Runtime, TelemetryConfig
 
 disable_created_metrics()  # no `_created` series: half the page, and nothing graphs them
 
@@ -222,7 +223,7 @@ _init_labels()
 # ------------------------------------------------------------------ the Temporal SDK's metrics
 
 _temporal_metrics_address: str | None = None
-_temporal_runtime: Any = None
+_temporal_runtime: Runtime | None = None
 
 
 def _free_loopback_port() -> int:
@@ -231,7 +232,7 @@ def _free_loopback_port() -> int:
         return int(probe.getsockname()[1])
 
 
-def temporal_runtime() -> Any:
+def temporal_runtime() -> Runtime:
     """The process's one Temporal runtime, exporting the SDK's metrics on a loopback port.
 
     Created at the first call, which must come before any client connects (runtime/temporal.py
@@ -239,8 +240,6 @@ def temporal_runtime() -> Any:
     """
     global _temporal_metrics_address, _temporal_runtime
     if _temporal_runtime is None:
-        from temporalio.runtime import PrometheusConfig, Runtime, TelemetryConfig
-
         address = f"127.0.0.1:{_free_loopback_port()}"
         _temporal_runtime = Runtime(
             telemetry=TelemetryConfig(
