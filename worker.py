@@ -30,7 +30,7 @@ from activities.sandbox import SandboxActivities
 from activities.services import Services, open_services
 from activities.tools import ToolActivities
 from activities.versions import VersionActivities
-from gateway.server import running_gateway
+from gateway.server import count_previews, running_gateway
 from runtime import metrics
 from runtime.interceptors import LogContextInterceptor
 from runtime.logs import configure_logging, get_logger
@@ -161,7 +161,12 @@ async def _serve_metrics(
             return False
 
     url = await stack.enter_async_context(
-        metrics.serving_metrics(settings.qai_metrics_host, settings.qai_metrics_port, healthy)
+        metrics.serving_metrics(
+            settings.qai_metrics_host,
+            settings.qai_metrics_port,
+            healthy,
+            refresh=lambda: count_previews(services.db, settings.host_id),
+        )
     )
     log.info("metrics served", url=f"{url}/metrics")
 

@@ -14,6 +14,7 @@ from temporalio import activity
 from activities.errors import sandbox_failure
 from activities.sandbox import SandboxActivities, SandboxLease
 from activities.services import Services
+from runtime import metrics
 from sandboxes.base import SandboxError, SandboxNotFoundError
 from storage import previews
 
@@ -48,6 +49,7 @@ class PreviewActivities:
         Idempotent: a retry finds the sandbox its lost attempt created, and restoring writes
         the same files again.
         """
+        watch = metrics.Stopwatch()
         try:
             sandbox, fresh = await self._sandboxes.obtain(
                 input.project_id, input.sandbox_id, {"purpose": "preview"}
@@ -58,6 +60,7 @@ class PreviewActivities:
                 )
                 if restored.problem:
                     activity.logger.warning("preview restored with a problem: %s", restored.problem)
+                metrics.SANDBOX_REVIVAL_SECONDS.observe(watch.seconds)
             return await self._sandboxes.lease(input.project_id, sandbox, fresh=fresh)
         except SandboxError as error:
             raise sandbox_failure(error, "starting the preview") from error

@@ -27,6 +27,7 @@ from temporalio.client import Client
 from temporalio.service import RPCError
 
 from gateway import pages
+from runtime import metrics
 from runtime.logs import get_logger
 from runtime.preview_urls import host_pattern, project_from_host, url_template
 from runtime.settings import Settings
@@ -45,6 +46,23 @@ HEAD_TIMEOUT = 30.0
 CONNECT_TIMEOUT = 5.0
 WAKE_AGAIN_SECONDS = 10.0
 """A project is signalled at most this often while its preview starts."""
+
+
+async def count_previews(db: Database, host_id: str) -> None:
+    """Set the hibernated-sandboxes gauge from this host's preview rows (each scrape)."""
+    async with db.session() as session:
+        states = await previews.count_by_state(session, host_id)
+    metrics.SANDBOXES.labels("hibernated").set(states.get(previews.PreviewState.HIBERNATED, 0))
+
+
+def _metrics_response(body: bytes) -> bytes:
+    head = (
+        "HTTP/1.1 200 OK\r\n"
+        f"Content-Type: {metrics.CONTENT_TYPE_LATEST}\r\n"
+        f"Content-Length: {len(body)}\r\n"
+        "Connection: close\r\n\r\n"
+    )
+    return head.encode() + body
 
 
 class GatewayError(RuntimeError):
@@ -198,7 +216,13 @@ class PreviewGateway:
         head = RequestHead.parse(raw)
         host = (head.header(b"host") or b"").decode("latin-1")
         project_id = project_from_host(self._pattern, host)
+        watch = metrics.Stopwatch()
+        if project_id is None and head.lines[0].split(b" ")[1:2] == [b"/metrics"]:
+            await metrics.refreshed(lambda: count_previews(self._db, self._host_id))
+            await _answer(writer, _metrics_response(await metrics.metrics_text()))
+            return
         if project_id is None:
+            _observe(watch, "not_found")
             await _answer(writer, pages.not_found("This address names no project's preview."))
             return
         forwarded = head.header(HOP_HEADER) is not None
@@ -208,17 +232,21 @@ class PreviewGateway:
                 exists = row is not None or await session.get(Project, project_id) is not None
         except (SQLAlchemyError, OSError) as error:
             log.warning("preview lookup failed", error=str(error))
+            _observe(watch, "error")
             await _answer(writer, pages.starting())
             return
         if not exists:
+            _observe(watch, "not_found")
             await _answer(writer, pages.not_found("There is no project at this address."))
             return
         if row is None or row.state != previews.PreviewState.LIVE:
             await self._wake(project_id, None)
+            _observe(watch, "reviving")
             await _answer(writer, pages.starting())
             return
         if is_local_target(row.target) and row.host_id != self._host_id:
             if forwarded:  # moved while the first gateway looked: let the visitor retry
+                _observe(watch, "reviving")
                 await _answer(writer, pages.starting())
                 return
             host_name, _, port = row.host_address.rpartition(":")
@@ -246,8 +274,10 @@ class PreviewGateway:
             )
         except (OSError, TimeoutError):
             await self._wake(project_id, unreachable)
+            _observe(watch, "reviving")
             await _answer(writer, pages.starting())
             return
+        _observe(watch, "forwarded" if unreachable else "proxied")
         self.traffic.mark(project_id)
         up_writer.write(outgoing)
         in_use = (
@@ -276,6 +306,11 @@ class PreviewGateway:
         except (RPCError, OSError) as error:  # Temporal down: the page retries, and so do we
             self._woken.pop(project_id, None)
             log.warning("preview revival not requested", error=str(error))
+
+
+def _observe(watch: metrics.Stopwatch, outcome: str) -> None:
+    """Until the gateway answered, or reached the preview (a relay's own life not included)."""
+    metrics.GATEWAY_REQUEST_SECONDS.labels(outcome).observe(watch.seconds)
 
 
 async def _answer(writer: asyncio.StreamWriter, response: bytes) -> None:

@@ -39,6 +39,10 @@ from starlette.responses import JSONResponse, Response
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 from temporalio.runtime import PrometheusConfig, Runtime, TelemetryConfig
 
+from runtime.logs import get_logger
+
+log = get_logger("qai.metrics")
+
 disable_created_metrics()  # no `_created` series: half the page, and nothing graphs them
 
 OTHER = "other"
@@ -117,7 +121,8 @@ SANDBOX_REVIVAL_SECONDS = Histogram(
 )
 GATEWAY_REQUEST_SECONDS = Histogram(
     "qai_gateway_request_seconds",
-    "Preview gateway requests, by outcome (proxied, revived, not_found, error).",
+    "Preview gateway requests until answered or connected to the preview, by outcome: "
+    "proxied, forwarded (to the holding host's gateway), reviving, not_found, error.",
     ["outcome"],
     buckets=(0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30),
 )
@@ -315,31 +320,50 @@ class RequestMetricsMiddleware:
 # ------------------------------------------------------------------ a standalone server
 
 HealthCheck = Callable[[], Awaitable[bool]]
+Refresh = Callable[[], Awaitable[None]]
+
+
+async def refreshed(refresh: Refresh | None) -> None:
+    """Run `refresh()`; a failure is logged and the gauges keep their last values."""
+    if refresh is None:
+        return
+    try:
+        await refresh()
+    except Exception as error:
+        log.warning("metrics not refreshed", error=str(error))
 
 
 class MetricsServerError(RuntimeError):
     """The metrics port could not be bound; names the setting to change."""
 
 
-def metrics_app(health: HealthCheck | None = None) -> ASGIApp:
-    """`/metrics`, and `/healthz` (200 when `health()` is true, else 503), as an ASGI app."""
+def metrics_app(health: HealthCheck | None = None, refresh: Refresh | None = None) -> ASGIApp:
+    """`/metrics`, and `/healthz` (200 when `health()` is true, else 503), as an ASGI app.
+
+    `refresh()` runs before each `/metrics` page: it updates gauges read from elsewhere (the
+    database's hibernated previews); when it fails, the page shows the last values.
+    """
     from starlette.applications import Starlette
     from starlette.routing import Route
+
+    async def metrics_page(request: Request) -> Response:
+        await refreshed(refresh)
+        return await metrics_route(request)
 
     async def healthz(_request: Request) -> Response:
         ok = True if health is None else await health()
         return JSONResponse({"detail": "ok" if ok else "unhealthy"}, status_code=200 if ok else 503)
 
     return Starlette(
-        routes=[Route("/metrics", metrics_route), Route("/healthz", healthz)],
+        routes=[Route("/metrics", metrics_page), Route("/healthz", healthz)],
     )
 
 
 @asynccontextmanager
 async def serving_metrics(
-    host: str, port: int, health: HealthCheck | None = None
+    host: str, port: int, health: HealthCheck | None = None, refresh: Refresh | None = None
 ) -> AsyncIterator[str]:
-    """Serve `metrics_app(health)` for the block's duration; yields its base URL."""
+    """Serve `metrics_app(health, refresh)` for the block's duration; yields its base URL."""
     import uvicorn
 
     class _Server(uvicorn.Server):
@@ -349,7 +373,7 @@ async def serving_metrics(
 
     server = _Server(
         uvicorn.Config(
-            metrics_app(health), host=host, port=port, log_level="warning", lifespan="off"
+            metrics_app(health, refresh), host=host, port=port, log_level="warning", lifespan="off"
         )
     )
     refused = MetricsServerError(
