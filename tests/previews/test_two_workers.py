@@ -109,6 +109,7 @@ async def test_two_hosts_share_projects_and_revive_a_lost_hosts_preview(
                 QAI_HOST_ID=host,
                 QAI_PREVIEW_PORT=str(ports[host]),
                 QAI_HOST_ADDRESS=f"127.0.0.1:{ports[host]}",
+                QAI_METRICS_PORT=str(free_port()),  # two hosts on one machine: a port each
             )
             workers[host] = _start_worker(env, tmp_path / f"{host}.log")
         settings = settings_for(
