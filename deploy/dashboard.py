@@ -139,6 +139,17 @@ PANELS: list[Panel] = [
         ],
     ),
     Panel(
+        "Preview gateway requests",
+        "short",
+        [
+            q(
+                f"sum by (outcome) (increase(qai_gateway_request_seconds_count[{WINDOW}]))",
+                "{{outcome}}",
+            ),
+        ],
+        "Proxied, forwarded to the holding host, answered while reviving, not found, error.",
+    ),
+    Panel(
         "API latency (p95)",
         "s",
         [q(p95("qai_api_request_seconds", "route"), "{{route}}")],
@@ -292,7 +303,7 @@ def render(base: str, start: float, end: float, out: Path, window: str, step: fl
         f"qai — rendered from Prometheus ({when} UTC, {window} windows) by deploy/dashboard.py",
         color="#d8d9da",
     )
-    figure.tight_layout()
+    figure.tight_layout(rect=(0, 0, 1, 0.975))
     out.parent.mkdir(parents=True, exist_ok=True)
     figure.savefig(out, dpi=80, facecolor=figure.get_facecolor())
 
