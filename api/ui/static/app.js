@@ -304,8 +304,10 @@
 
     // -- the event stream --
     let source = null;
+    let sources = 0;
     function connect() {
       source = new EventSource(`/api/projects/${projectId}/events`);
+      workspace.dataset.streams = String(++sources); // the browser's own reconnections: still 1
       source.addEventListener("open", () => {
         banner.hidden = true;
         workspace.dataset.connected = "true";
