@@ -135,20 +135,38 @@ async def _drop_and_resume(stack, line: CuttableLine, proxied: str, new_page) ->
     assert await conversation_text(page) == await conversation_text(fresh)
 
 
-async def test_the_narrow_layout_stacks_chat_and_app(api_stack, new_page) -> None:
-    async with api_stack(FAILING) as stack:
-        project_id = await create(stack, "Build something narrow")
+async def test_the_token_is_asked_once_and_the_narrow_layout_stacks(api_stack, new_page) -> None:
+    async with api_stack(FAILING, qai_api_token="s3cret") as stack:
         page = await new_page(stack.url, width=400, height=800)
-        await page.goto(f"/projects/{project_id}")
+        urls: list[str] = []
+        page.on("request", lambda request: urls.append(request.url))
+
+        await page.goto("/")
+        await expect(page).to_have_url(re.compile(r"/login$"))
+        await page.get_by_label("API token").fill("wrong")
+        await page.get_by_role("button", name="Log in").click()
+        await expect(page.get_by_role("alert")).to_have_text("That token is not right.")
+        await page.get_by_label("API token").fill("s3cret")
+        await page.get_by_role("button", name="Log in").click()
+        await expect(page).to_have_url(re.compile(r"/$"))
+        await page.get_by_label("Describe your app").fill("Build something narrow")
+        await page.get_by_role("button", name="Create").click()
+        await page.wait_for_url(re.compile(r"/projects/"))
         await expect(page.locator(".msg-error")).to_be_visible(timeout=120_000)
+        assert not any("s3cret" in url for url in urls)
+        assert (await stack.http.get("/")).status_code == 303  # no cookie: back to login
+
+        # At 400 px the app sits below the chat, and nothing scrolls sideways.
         chat = await page.locator(".chat").bounding_box()
         side = await page.locator(".side").bounding_box()
         assert chat and side
-        assert side["y"] >= chat["y"] + chat["height"] - 1  # the app below the chat
+        assert side["y"] >= chat["y"] + chat["height"] - 1
         assert chat["width"] <= 400 and side["width"] <= 400
         width = await page.evaluate("document.documentElement.scrollWidth")
         assert width <= 400, f"the page scrolls sideways ({width}px)"
         await expect(page.get_by_label("Message")).to_be_visible()
+
+        # The tabs work from the keyboard.
         await page.get_by_role("tab", name="Code").focus()
         await page.keyboard.press("ArrowLeft")
         await expect(page.get_by_role("tab", name="Preview")).to_be_focused()
