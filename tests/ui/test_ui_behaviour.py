@@ -129,7 +129,9 @@ async def _drop_and_resume(stack, line: CuttableLine, proxied: str, new_page) ->
     assert resumed_from[0] == "" and len(resumed_from) > 1
     assert resumed_from[-1].isdigit() and int(resumed_from[-1]) > 0, resumed_from
 
-    await expect(page.locator(".msg-agent", has_text="A slow page.")).to_be_visible(timeout=120_000)
+    await expect(page.locator(".msg-agent[data-message]", has_text="A slow page.")).to_be_visible(
+        timeout=120_000
+    )
     fresh = await new_page(stack.url)
     await fresh.goto(f"/projects/{project_id}")
     assert await conversation_text(page) == await conversation_text(fresh)

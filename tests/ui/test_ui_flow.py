@@ -7,6 +7,7 @@ import io
 import re
 import uuid
 import zipfile
+from urllib.parse import urlsplit
 
 import pytest
 from playwright.async_api import Page, expect
@@ -56,6 +57,8 @@ async def test_create_watch_preview_code_follow_up_versions_restore_download(
     first, second = f"First {uuid.uuid4().hex[:6]}", f"Second {uuid.uuid4().hex[:6]}"
     async with api_stack(flow_script(first, second)) as stack:
         page = await new_page(stack.url)
+        requested: list[str] = []
+        page.on("request", lambda request: requested.append(request.url))
 
         # 1. Create a project from the home page.
         await page.goto("/")
@@ -74,9 +77,9 @@ async def test_create_watch_preview_code_follow_up_versions_restore_download(
         await expect(page.locator(".msg-user")).to_contain_text("Build a hello page")
 
         # 3. The preview shows the generated app.
-        reply = page.locator(".msg-agent", has_text="A hello page.")
+        reply = page.locator(".msg-agent[data-message]", has_text="A hello page.")
         await expect(reply).to_be_visible(timeout=PREVIEW_SECONDS * 1000)
-        await expect(running).to_have_count(0)
+        await expect(running).to_have_count(0, timeout=60_000)
         preview = page.frame_locator("#preview")
         await expect(preview.get_by_role("heading", name=first)).to_be_visible(
             timeout=PREVIEW_SECONDS * 1000
@@ -117,9 +120,9 @@ async def test_create_watch_preview_code_follow_up_versions_restore_download(
         await message.press("Enter")
         await expect(message).to_have_value("", timeout=30_000)
         await expect(page.locator(".msg-user").nth(1)).to_contain_text("zebra stripes")
-        await expect(page.locator(".msg-agent", has_text="Changed the heading.")).to_be_visible(
-            timeout=PREVIEW_SECONDS * 1000
-        )
+        await expect(
+            page.locator(".msg-agent[data-message]", has_text="Changed the heading.")
+        ).to_be_visible(timeout=PREVIEW_SECONDS * 1000)
         options = page.locator("#version-select option")
         await expect(options).to_have_count(2)
         await expect(options.first).to_contain_text("Version 2")
@@ -132,9 +135,9 @@ async def test_create_watch_preview_code_follow_up_versions_restore_download(
 
         # 7. Restore it: a new newest version with the first one's files.
         await page.get_by_role("button", name="Restore this version").click()
-        await expect(page.locator(".msg-agent", has_text="Restored version")).to_be_visible(
-            timeout=120_000
-        )
+        await expect(
+            page.locator(".msg-agent[data-message]", has_text="Restored version")
+        ).to_be_visible(timeout=120_000)
         await expect(options).to_have_count(3)
         await expect(options.first).to_contain_text("Version 3")
         await expect(page.get_by_label("Version")).to_have_value(
@@ -151,6 +154,13 @@ async def test_create_watch_preview_code_follow_up_versions_restore_download(
             [page_file] = [n for n in zipped.namelist() if n.endswith("/app/page.tsx")]
             assert first in zipped.read(page_file).decode()
             assert any(n.endswith("/package.json") for n in zipped.namelist())
+
+        # Nothing came from outside this machine (no CDN, no remote fonts).
+        hosts = {urlsplit(url).hostname for url in requested if not url.startswith("data:")}
+        assert hosts and all(
+            host == "127.0.0.1" or host == "localhost" or str(host).endswith(".localhost")
+            for host in hosts
+        ), hosts
 
         # The home page lists the project with its last reply's status.
         await page.goto("/")
