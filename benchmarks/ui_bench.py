@@ -6,7 +6,8 @@ Drives Debian's Chromium (Playwright, executable_path) against the real API, wor
 PostgreSQL, Temporal's test server and a real sandbox, with the bundled scripted model
 (scripted_llm/scripts/demo.json, the todo app). Each run is a new project: a new sandbox from
 the cached template, then the dev server's first compile of the page. Prints every run and
-the median. With --screenshots, saves the last project's page at 1280x800 and at 400 px wide.
+the median. With --screenshots, also saves pages at 1280x800 and 400 px wide (an extra,
+untimed project shows a run in progress).
 """
 
 from __future__ import annotations
@@ -88,6 +89,16 @@ async def main(runs: int, screenshots: Path | None) -> None:
 async def save_screenshots(page, folder: Path) -> None:
     folder.mkdir(parents=True, exist_ok=True)
     await page.wait_for_timeout(1500)  # let the preview finish painting
+    finished = page.url
+    await page.goto("/")  # one more, untimed project, to show a run in progress
+    await page.get_by_label("Describe your app").fill(PROMPT)
+    await page.get_by_role("button", name="Create").click()
+    await page.locator("#running .iteration").wait_for(timeout=120_000)
+    await page.wait_for_timeout(1500)
+    await page.screenshot(path=str(folder / "ui-running-1280.png"))
+    await page.goto(finished)
+    await page.frame_locator("#preview").get_by_text("Tasks", exact=True).wait_for()
+    await page.wait_for_timeout(1500)
     await page.screenshot(path=str(folder / "ui-project-1280.png"))
     await page.set_viewport_size({"width": 400, "height": 800})
     await page.wait_for_timeout(500)

@@ -115,6 +115,10 @@ async def _drop_and_resume(stack, line: CuttableLine, proxied: str, new_page) ->
     await page.goto(f"/projects/{project_id}")
     banner = page.get_by_text("Connection lost")
     await expect(page.locator("#running")).to_be_visible(timeout=60_000)
+    # The elapsed time counts from the run's start, also across re-renders.
+    await expect(page.locator("#running .elapsed")).to_have_text(
+        re.compile(r"^0:0[2-9]$"), timeout=15_000
+    )
     await expect(page.locator("#workspace")).to_have_attribute("data-connected", "true")
     await expect(banner).to_be_hidden()
 
