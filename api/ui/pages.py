@@ -43,7 +43,7 @@ def _token_required(context: ApiContext) -> bool:
     return secret is not None and bool(secret.get_secret_value())
 
 
-def _page(request: Request, context: ApiContext, template: str, **values: Any) -> HTMLResponse:
+def _page(context: ApiContext, template: str, **values: Any) -> HTMLResponse:
     status = values.pop("status_code", 200)
     page = render(template, logout=_token_required(context), **values)
     return HTMLResponse(page, status_code=status)
@@ -76,7 +76,7 @@ async def home(request: Request, context: Context) -> Response:
         }
         for row in rows
     ]
-    return _page(request, context, "home.html", projects=projects)
+    return _page(context, "home.html", projects=projects)
 
 
 def _project_id(value: str) -> uuid.UUID | None:
@@ -93,8 +93,8 @@ async def project_page(project_id: str, request: Request, context: Context) -> R
     key = _project_id(project_id)
     state = await project_state(context, key) if key is not None else None
     if state is None:
-        return _page(request, context, "not_found.html", status_code=404)
-    return _page(request, context, "project.html", state=state, version=state.version(None))
+        return _page(context, "not_found.html", status_code=404)
+    return _page(context, "project.html", state=state, version=state.version(None))
 
 
 @router.get("/ui/projects/{project_id}/conversation", response_class=HTMLResponse)
