@@ -189,6 +189,10 @@
       } catch (_) {
         return; // offline: the stream's reconnection refreshes again
       }
+      if (response.status === 401) {
+        window.location.assign("/login"); // the session ended: log in again, once
+        return;
+      }
       if (!response.ok) return;
       const template = document.createElement("template");
       template.innerHTML = await response.text();
@@ -319,6 +323,7 @@
         workspace.dataset.connected = "false";
         if (source.readyState === EventSource.CLOSED) {
           // The browser gave up (e.g. an error status): start over; seen events are skipped.
+          refresh(); // and if the session ended, that goes to the login page
           setTimeout(connect, 2000);
         }
       });
