@@ -181,3 +181,10 @@ async def test_the_token_is_asked_once_and_the_narrow_layout_stacks(api_stack, n
         )
         await page.keyboard.press("ArrowRight")
         await expect(page.locator("#panel-code")).to_be_visible()
+
+        # A session that ended says so, and keeps the text.
+        await page.context.clear_cookies()
+        await page.get_by_label("Message").fill("still there?")
+        await page.get_by_role("button", name="Send").click()
+        await expect(page.locator("#message-error")).to_contain_text("Log in again")
+        await expect(page.get_by_label("Message")).to_have_value("still there?")
