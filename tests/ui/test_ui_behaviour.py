@@ -76,14 +76,21 @@ async def test_an_error_reply_and_refused_prompts_keep_the_text(api_stack, new_p
 
 def slow_script(marker: str) -> dict:
     return {
+        "conversations": [
+            {"match": "quick", "turns": [summary_turn("A quick answer.")]},
+        ],
         "default": {
             "title": "Slow Page",
             "turns": [
                 {**write_turn("app/page.tsx", page_source(marker)), "delay": 2.0},
-                {**terminal_turn("ls app"), "content": "Looking at the files.", "delay": 3.0},
+                {
+                    **terminal_turn("sleep 2; ls app"),
+                    "content": "Looking at the files.",
+                    "delay": 2.0,
+                },
                 {**summary_turn("A slow page."), "delay": 1.0},
             ],
-        }
+        },
     }
 
 
@@ -121,6 +128,16 @@ async def _drop_and_resume(stack, line: CuttableLine, proxied: str, new_page) ->
     )
     await expect(page.locator("#workspace")).to_have_attribute("data-connected", "true")
     await expect(banner).to_be_hidden()
+    # The model's text streams in while it runs, and a message sent meanwhile waits its turn.
+    await expect(page.locator("#running .stream")).to_have_text(
+        "Looking at the files.", timeout=30_000
+    )
+    sent = await stack.http.post(
+        f"/api/projects/{project_id}/messages", json={"prompt": "quick question"}
+    )
+    assert sent.status_code == 202, sent.text
+    queued = page.locator(".msg-user", has_text="quick question")
+    await expect(queued.locator(".badge-queued")).to_have_text("Queued")
 
     line.cut()
     await expect(banner).to_be_visible(timeout=30_000)
@@ -136,6 +153,10 @@ async def _drop_and_resume(stack, line: CuttableLine, proxied: str, new_page) ->
     await expect(page.locator(".msg-agent[data-message]", has_text="A slow page.")).to_be_visible(
         timeout=120_000
     )
+    await expect(
+        page.locator(".msg-agent[data-message]", has_text="A quick answer.")
+    ).to_be_visible(timeout=120_000)
+    await expect(queued.locator(".badge-queued")).to_have_count(0)
     fresh = await new_page(stack.url)
     await fresh.goto(f"/projects/{project_id}")
     assert await conversation_text(page) == await conversation_text(fresh)
