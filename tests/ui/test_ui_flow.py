@@ -51,6 +51,14 @@ async def code_shows(page: Page, text: str) -> None:
     await expect(page.locator("#file-text")).to_contain_text(text, timeout=30_000)
 
 
+async def preview_shows(page: Page, text: str) -> None:
+    """Switch to Preview, see `text` in the app, and go back to Code."""
+    await page.get_by_role("tab", name="Preview").click()
+    heading = page.frame_locator("#preview").get_by_role("heading", name=text)
+    await expect(heading).to_be_visible(timeout=PREVIEW_SECONDS * 1000)
+    await page.get_by_role("tab", name="Code").click()
+
+
 async def test_create_watch_preview_code_follow_up_versions_restore_download(
     api_stack, new_page
 ) -> None:
@@ -127,6 +135,7 @@ async def test_create_watch_preview_code_follow_up_versions_restore_download(
         await expect(options).to_have_count(2)
         await expect(options.first).to_contain_text("Version 2")
         await code_shows(page, second)  # Code follows the newest version
+        await preview_shows(page, second)
 
         # 6. Switch to the first version.
         await page.get_by_label("Version").select_option(label=await options.nth(1).inner_text())
@@ -144,6 +153,7 @@ async def test_create_watch_preview_code_follow_up_versions_restore_download(
             await options.first.get_attribute("value") or ""
         )
         await code_shows(page, first)
+        await preview_shows(page, first)
 
         # 8. Download the selected (restored) version.
         async with page.expect_download() as download_info:

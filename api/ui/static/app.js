@@ -217,27 +217,50 @@
         name.textContent = box.dataset.name;
         document.title = `${box.dataset.name} · qai`;
       }
-      showPreview(box.dataset.previewUrl);
+      showPreview(box.dataset.previewUrl, box.dataset.newest);
       const selected = $("#version-bar").dataset.selected;
       if (selected && $("#code").dataset.fragment !== selected) loadCode(selected);
     }
 
     // -- preview --
     const frame = $("#preview");
-    function showPreview(url) {
-      if (!url || frame.getAttribute("src") === url) return;
-      frame.src = url;
+    let shownVersion = $("#conversation").dataset.newest;
+    function showPreview(url, newest) {
+      const newVersion = newest !== shownVersion;
+      shownVersion = newest;
+      if (!url) return;
+      // A stable preview address stays the same across versions: reload it for a new one.
+      if (frame.getAttribute("src") === url && !newVersion) return;
+      loadPreview(url);
       frame.hidden = false;
       $("#preview-empty").hidden = true;
       const open = $("#open-preview");
       open.href = url;
       open.removeAttribute("aria-disabled");
       $("#preview-url").textContent = url;
+      $("#preview-url").title = url;
     }
     $("#reload").addEventListener("click", () => {
       const url = frame.getAttribute("src");
-      if (url) frame.src = url;
+      if (url) loadPreview(url);
     });
+
+    // Load the preview once its address answers at all: while a new version's sandbox takes
+    // over, a connection can fail outright, and an iframe left on the browser's network-error
+    // page never retries. (Any answer will do: the gateway's "starting" page refreshes itself.)
+    let previewLoads = 0;
+    async function loadPreview(url) {
+      const mine = ++previewLoads;
+      for (let attempt = 0; attempt < 30 && mine === previewLoads; attempt++) {
+        try {
+          await fetch(url, { mode: "no-cors", cache: "no-store", credentials: "omit" });
+          break;
+        } catch (_) {
+          await new Promise((resolve) => setTimeout(resolve, 1000));
+        }
+      }
+      if (mine === previewLoads) frame.src = url;
+    }
 
     // -- code --
     function loadCode(fragmentId) {
