@@ -31,8 +31,9 @@ COPY pyproject.toml uv.lock ./
 RUN uv sync --frozen --no-dev --no-install-project --python /usr/bin/python3
 
 COPY . .
-# The Next.js template the local sandboxes start from, built into the image (npm registry).
-RUN python -m sandboxes.template build
+# The web UI's browser libraries (htmx, highlight.js) from npm, and the Next.js template the
+# local sandboxes start from: both built into the image (npm registry), nothing at run time.
+RUN bash deploy/vendor_ui.sh && python -m sandboxes.template build
 
 EXPOSE 8000 8080 9464
 CMD ["python", "worker.py"]

@@ -14,6 +14,8 @@ from api import auth, errors
 from api.context import ApiContext
 from api.limits import BodyLimitMiddleware
 from api.routes import fragments, health, projects
+from api.ui import pages
+from api.ui.templating import STATIC
 from runtime.metrics import RequestMetricsMiddleware, metrics_route
 
 ASSETS = "/docs-assets"
@@ -35,7 +37,7 @@ def create_app(context: ApiContext) -> FastAPI:
     async def require_token(
         request: Request, call_next: Callable[[Request], Awaitable[Response]]
     ) -> Response:
-        if request.url.path.startswith("/api") and not auth.authorized(request):
+        if request.url.path.startswith(("/api", "/ui/")) and not auth.authorized(request):
             return auth.unauthorized()
         return await call_next(request)
 
@@ -46,6 +48,8 @@ def create_app(context: ApiContext) -> FastAPI:
     app.include_router(fragments.router)
     app.include_router(health.router)
     app.include_router(auth.router)
+    app.include_router(pages.router)
+    app.mount("/static", StaticFiles(directory=STATIC), name="static")
     # Swagger UI from the installed package: /docs loads nothing from outside this machine.
     app.mount(ASSETS, StaticFiles(directory=swagger_ui_path), name="docs-assets")
 

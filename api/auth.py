@@ -14,16 +14,11 @@ from fastapi import APIRouter, Form, Request
 from fastapi.responses import HTMLResponse, JSONResponse, RedirectResponse, Response
 
 from api.context import context_of
+from api.ui.templating import render
 
 COOKIE = "qai_session"
 
 router = APIRouter(include_in_schema=False)
-
-_LOGIN_PAGE = """<!doctype html><html><head><meta charset="utf-8"><title>qai login</title></head>
-<body style="font-family:sans-serif;max-width:24rem;margin:4rem auto">
-<h1>qai</h1>{error}<form method="post" action="/login">
-<label>API token <input name="token" type="password" autocomplete="current-password" autofocus>
-</label> <button type="submit">Log in</button></form></body></html>"""
 
 
 def session_value(token: str) -> str:
@@ -53,7 +48,7 @@ def unauthorized() -> JSONResponse:
 
 @router.get("/login")
 async def login_page() -> HTMLResponse:
-    return HTMLResponse(_LOGIN_PAGE.format(error=""))
+    return HTMLResponse(render("login.html", error=""))
 
 
 @router.post("/login")
@@ -61,9 +56,9 @@ async def login(request: Request, token: str = Form("")) -> Response:
     secret = context_of(request).settings.qai_api_token
     expected = secret.get_secret_value() if secret else ""
     if not expected or not hmac.compare_digest(token, expected):
-        page = _LOGIN_PAGE.format(error="<p>That token is not right.</p>")
+        page = render("login.html", error="That token is not right.")
         return HTMLResponse(page, status_code=401)
-    response = RedirectResponse("/docs", status_code=303)
+    response = RedirectResponse("/", status_code=303)
     response.set_cookie(
         COOKIE,
         session_value(expected),

@@ -2,10 +2,11 @@
 # Installs everything qai needs on a fresh Debian/Ubuntu machine, idempotently:
 # apt packages (bubblewrap), uv, the Python environment in .venv, and the
 # local sandbox template (Next.js app built from the npm registry, cached by its inputs).
+# chromium is the browser the web UI's Playwright tests drive (nothing downloads a browser).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
-apt_packages=(bubblewrap python3 iproute2 procps docker-compose)
+apt_packages=(bubblewrap python3 iproute2 procps chromium docker-compose)
 missing=()
 for pkg in "${apt_packages[@]}"; do
   dpkg -s "$pkg" >/dev/null 2>&1 || missing+=("$pkg")
@@ -25,6 +26,8 @@ if ! command -v uv >/dev/null 2>&1; then
 fi
 
 uv sync --frozen --quiet
+
+bash deploy/vendor_ui.sh
 
 if [ "${QAI_SANDBOX_BACKEND:-local}" = "local" ]; then
   # exec: a signal to `make` (which forwards SIGTERM to this script) reaches the build itself,

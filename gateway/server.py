@@ -31,7 +31,7 @@ from runtime import metrics
 from runtime.logs import get_logger
 from runtime.preview_urls import host_pattern, project_from_host, url_template
 from runtime.settings import Settings
-from sandboxes.local.envd import relay
+from sandboxes.local.envd import pipe
 from storage import previews
 from storage.db import Database
 from storage.models import Project
@@ -280,13 +280,55 @@ class PreviewGateway:
         _observe(watch, "forwarded" if unreachable else "proxied")
         self.traffic.mark(project_id)
         up_writer.write(outgoing)
-        in_use = (
-            contextlib.nullcontext()
-            if head.header(b"upgrade") is not None
-            else self.traffic.request_open(project_id)
-        )
+        websocket = head.header(b"upgrade") is not None
+        in_use = contextlib.nullcontext() if websocket else self.traffic.request_open(project_id)
         with in_use:
-            await relay(reader, writer, up_reader, up_writer, lambda: self.traffic.mark(project_id))
+            await self._relay(project_id, reader, writer, up_reader, up_writer, websocket)
+
+    async def _relay(
+        self,
+        project_id: uuid.UUID,
+        reader: asyncio.StreamReader,
+        writer: asyncio.StreamWriter,
+        up_reader: asyncio.StreamReader,
+        up_writer: asyncio.StreamWriter,
+        websocket: bool,
+    ) -> None:
+        """Relay both ways (half-closes kept, so websockets work); a sandbox that hangs up before
+        answering the first request (stopped mid-request, or being replaced) gets the visitor
+        the starting page, which retries, instead of a browser error page that never does."""
+
+        def mark() -> None:
+            self.traffic.mark(project_id)
+
+        abort = asyncio.Event()
+        sending = asyncio.ensure_future(pipe(reader, up_writer, abort, mark))
+        try:
+            try:
+                first = await up_reader.read(65536)
+            except (ConnectionError, OSError):
+                first = b""
+            if not first:
+                if not websocket:
+                    await _answer(writer, pages.starting())
+                return
+            mark()
+            writer.write(first)
+            await writer.drain()
+            answering = asyncio.ensure_future(pipe(up_reader, writer, abort, mark))
+            both = asyncio.gather(sending, answering)
+            aborted = asyncio.ensure_future(abort.wait())
+            try:
+                await asyncio.wait({both, aborted}, return_when=asyncio.FIRST_COMPLETED)
+            finally:
+                aborted.cancel()
+                answering.cancel()
+        finally:
+            sending.cancel()
+            writer.close()
+            up_writer.close()
+            with contextlib.suppress(asyncio.CancelledError, ConnectionError, OSError):
+                await sending
 
     async def _wake(self, project_id: uuid.UUID, unreachable_host: str | None) -> None:
         """Ask the project's workflow for a running sandbox (at most every few seconds)."""

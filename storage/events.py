@@ -127,3 +127,45 @@ async def latest_run_event(session: AsyncSession, project_id: uuid.UUID) -> Even
 
 def _json(data: dict[str, Any]) -> str:
     return json.dumps(data, ensure_ascii=False, default=str)
+
+
+async def run_started_at(
+    session: AsyncSession, project_id: uuid.UUID, message_id: uuid.UUID
+) -> datetime | None:
+    """When the run of `message_id` wrote its first `run` event: where its elapsed time starts."""
+    query = sa.select(sa.func.min(EventRow.created_at)).where(
+        EventRow.project_id == project_id,
+        EventRow.kind == EventKind.RUN.value,
+        EventRow.data["message_id"].astext == str(message_id),
+    )
+    return await session.scalar(query)
+
+
+async def streamed_text(
+    session: AsyncSession, project_id: uuid.UUID, message_id: uuid.UUID, iteration: int
+) -> tuple[int, str]:
+    """The model text streamed so far in one iteration of a run: (attempt, text).
+
+    Only the newest attempt counts: a retried model call streams its text again from the start.
+    """
+    query = (
+        sa.select(EventRow.data)
+        .where(
+            EventRow.project_id == project_id,
+            EventRow.kind == EventKind.TOKEN.value,
+            EventRow.data["message_id"].astext == str(message_id),
+            EventRow.data["iteration"].astext == str(iteration),
+        )
+        .order_by(EventRow.seq)
+    )
+    chunks = list((await session.scalars(query)).all())
+    if not chunks:
+        return 1, ""
+    attempt = max(int(chunk["attempt"]) for chunk in chunks)
+    text = ""
+    for chunk in sorted(
+        (c for c in chunks if int(c["attempt"]) == attempt), key=lambda c: c["offset"]
+    ):
+        if int(chunk["offset"]) == len(text):  # contiguous only: what a client could show
+            text += chunk["text"]
+    return attempt, text

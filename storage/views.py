@@ -28,5 +28,6 @@ def message_view(message: Message) -> dict[str, Any]:
         "type": message.type.value,
         "content": message.content,
         "created_at": message.created_at.isoformat(),
+        "reply_to_id": str(message.reply_to_id) if message.reply_to_id else None,
         "fragment": fragment_view(message.fragment) if message.fragment is not None else None,
     }

@@ -21,7 +21,7 @@ router = APIRouter(prefix="/api/fragments", tags=["fragments"])
 Context = Annotated[ApiContext, Depends(context_of)]
 
 
-async def _fragment(context: ApiContext, fragment_id: str) -> Fragment:
+async def fragment_or_404(context: ApiContext, fragment_id: str) -> Fragment:
     key = parse_id(fragment_id, "fragment")
     async with context.db.session() as session:
         fragment = await versions.get_fragment(session, key)
@@ -33,7 +33,7 @@ async def _fragment(context: ApiContext, fragment_id: str) -> Fragment:
 @router.get("/{fragment_id}")
 async def get_fragment(fragment_id: str, context: Context) -> dict[str, Any]:
     """The version with its files' contents."""
-    fragment = await _fragment(context, fragment_id)
+    fragment = await fragment_or_404(context, fragment_id)
     return {
         "fragment_id": str(fragment.id),
         "message_id": str(fragment.message_id),
@@ -48,7 +48,7 @@ async def get_fragment(fragment_id: str, context: Context) -> dict[str, Any]:
 @router.get("/{fragment_id}/archive", response_class=Response)
 async def archive(fragment_id: str, context: Context) -> Response:
     """application/zip: the template's app plus this version's files."""
-    fragment = await _fragment(context, fragment_id)
+    fragment = await fragment_or_404(context, fragment_id)
     async with context.db.session() as session:
         workspace = await versions.fragment_workspace(session, fragment)
     folder = f"qai-{str(fragment.id)[:8]}"
@@ -62,7 +62,7 @@ async def archive(fragment_id: str, context: Context) -> Response:
 @router.post("/{fragment_id}/restore", status_code=202)
 async def restore(fragment_id: str, context: Context) -> dict[str, str]:
     """Make this version current, after whatever the project is doing now."""
-    fragment = await _fragment(context, fragment_id)
+    fragment = await fragment_or_404(context, fragment_id)
     async with context.db.session() as session:
         project_id = await versions.fragment_project(session, fragment)
     message_id = uuid.uuid4()

@@ -211,6 +211,20 @@ async def delete_project(project_id: str, context: Context) -> Response:
         )
 
 
+async def project_known(context: ApiContext, key: uuid.UUID) -> bool:
+    """Whether the project exists, or will: its row, or else its workflow (which writes it)."""
+    async with context.db.session() as session:
+        if await queries.get_project(session, key) is not None:
+            return True
+    try:
+        await context.temporal.get_workflow_handle(project_workflow_id(key)).describe()
+    except RPCError as error:
+        if error.status != RPCStatusCode.NOT_FOUND:
+            raise
+        return False
+    return True
+
+
 @router.get("/projects/{project_id}/events", response_class=StreamingResponse)
 async def stream_events(
     project_id: str,
@@ -223,15 +237,8 @@ async def stream_events(
     existing is enough, so a client can subscribe right after `POST /api/projects`.
     """
     key = parse_id(project_id, "project")
-    async with context.db.session() as session:
-        known = await queries.get_project(session, key) is not None
-    if not known:
-        try:
-            await context.temporal.get_workflow_handle(project_workflow_id(key)).describe()
-        except RPCError as error:
-            if error.status != RPCStatusCode.NOT_FOUND:
-                raise
-            raise not_found("project", project_id) from None
+    if not await project_known(context, key):
+        raise not_found("project", project_id)
     after = 0
     if last_event_id:
         if not last_event_id.strip().isdigit():

@@ -660,7 +660,6 @@ async def relay(
     a_writer: asyncio.StreamWriter,
     b_reader: asyncio.StreamReader,
     b_writer: asyncio.StreamWriter,
-    on_data: Callable[[], None] | None = None,
 ) -> None:
     """Copy both ways until both sides are done (half-closes kept, so websockets work).
 
@@ -670,9 +669,7 @@ async def relay(
     sandbox with the standard library only.
     """
     abort = asyncio.Event()
-    pipes = asyncio.gather(
-        pipe(a_reader, b_writer, abort, on_data), pipe(b_reader, a_writer, abort, on_data)
-    )
+    pipes = asyncio.gather(pipe(a_reader, b_writer, abort), pipe(b_reader, a_writer, abort))
     aborted = asyncio.ensure_future(abort.wait())
     try:
         await asyncio.wait({pipes, aborted}, return_when=asyncio.FIRST_COMPLETED)

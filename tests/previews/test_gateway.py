@@ -267,3 +267,32 @@ async def test_a_taken_port_is_one_clear_error(
         ):
             async with running_gateway(settings, clean_db, workflow_env.client):
                 pass
+
+
+async def test_a_sandbox_that_hangs_up_without_answering_gets_the_starting_page(
+    clean_db: Database, workflow_env: WorkflowEnvironment
+) -> None:
+    """A sandbox stopped mid-request (hibernated, replaced by a restore) closes the connection
+    unanswered: the visitor gets the self-refreshing page, not a browser error that never
+    retries."""
+
+    async def hang_up(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        await reader.readuntil(b"\r\n\r\n")
+        writer.close()
+
+    server = await asyncio.start_server(hang_up, "127.0.0.1", 0)
+    port = server.sockets[0].getsockname()[1]
+    settings = gateway_settings()
+    project_id = await new_project(clean_db)
+    try:
+        async with (
+            running_gateway(settings, clean_db, workflow_env.client),
+            aiohttp.ClientSession() as http,
+        ):
+            await set_row(clean_db, project_id, settings, f"http://127.0.0.1:{port}")
+            headers = {"Host": host_header(settings, project_id)}
+            async with http.get(gateway_address(settings), headers=headers) as response:
+                assert response.status == 503
+                assert "Starting your preview" in await response.text()
+    finally:
+        server.close()

@@ -1,0 +1,1 @@
+"""The web UI: server-rendered pages served by the API process at `/`."""

@@ -1,0 +1,390 @@
+// qai's web UI: forms that post JSON to the API, and the project page's live updates.
+//
+// The project page listens to GET /api/projects/{id}/events with the browser's own EventSource,
+// which resends Last-Event-ID when it reconnects. Any event that changes what the page shows
+// re-fetches the server-rendered conversation (the same HTML a fresh load gets), so a page that
+// reconnected shows exactly what a fresh load would; `token` events only stream the model's text.
+"use strict";
+
+(function () {
+  const $ = (selector, root) => (root || document).querySelector(selector);
+
+  async function postJson(url, body) {
+    const response = await fetch(url, {
+      method: "POST",
+      headers: { "Content-Type": "application/json", Accept: "application/json" },
+      body: body === undefined ? undefined : JSON.stringify(body),
+      credentials: "same-origin",
+    });
+    let data = {};
+    try {
+      data = await response.json();
+    } catch (_) {
+      data = {};
+    }
+    return { ok: response.ok, status: response.status, data };
+  }
+
+  function showError(element, text) {
+    element.textContent = text;
+    element.hidden = !text;
+  }
+
+  function refusal(result) {
+    if (result.status === 401) return "Your session has ended. Log in again to continue.";
+    return result.data.detail || `The server refused this (HTTP ${result.status}).`;
+  }
+
+  // A form whose textarea is sent as {"prompt": ...}; the text stays unless the API took it.
+  function promptForm(form, url, onAccepted) {
+    const textarea = $("textarea", form);
+    const error = $(".form-error", form);
+    const button = $("button[type=submit]", form);
+    form.addEventListener("submit", async (event) => {
+      event.preventDefault();
+      if (button.disabled) return;
+      button.disabled = true;
+      form.setAttribute("aria-busy", "true");
+      try {
+        const result = await postJson(url, { prompt: textarea.value });
+        if (result.ok) {
+          showError(error, "");
+          onAccepted(result.data, textarea);
+        } else {
+          showError(error, refusal(result));
+        }
+      } catch (_) {
+        showError(error, "The server did not answer. Check the connection and try again.");
+      } finally {
+        button.disabled = false;
+        form.removeAttribute("aria-busy");
+      }
+    });
+    textarea.addEventListener("keydown", (event) => {
+      if (event.key === "Enter" && !event.shiftKey && !event.isComposing) {
+        event.preventDefault();
+        form.requestSubmit();
+      }
+    });
+  }
+
+  function home() {
+    const form = $("#create-form");
+    if (!form) return;
+    promptForm(form, "/api/projects", (data) => {
+      window.location.assign(`/projects/${data.project_id}`);
+    });
+  }
+
+  // ---- the project page ----
+
+  function tabs() {
+    const list = $("[role=tablist]");
+    if (!list) return;
+    const all = Array.from(list.querySelectorAll("[role=tab]"));
+    const select = (tab, focus) => {
+      for (const other of all) {
+        const chosen = other === tab;
+        other.setAttribute("aria-selected", String(chosen));
+        other.tabIndex = chosen ? 0 : -1;
+        document.getElementById(other.getAttribute("aria-controls")).hidden = !chosen;
+      }
+      if (focus) tab.focus();
+    };
+    for (const tab of all) {
+      tab.addEventListener("click", () => select(tab, false));
+      tab.addEventListener("keydown", (event) => {
+        const index = all.indexOf(tab);
+        const moves = { ArrowRight: 1, ArrowLeft: -1 };
+        if (event.key in moves) {
+          event.preventDefault();
+          select(all[(index + moves[event.key] + all.length) % all.length], true);
+        } else if (event.key === "Home" || event.key === "End") {
+          event.preventDefault();
+          select(event.key === "Home" ? all[0] : all[all.length - 1], true);
+        }
+      });
+    }
+  }
+
+  function elapsed(started) {
+    const seconds = Math.max(0, Math.floor((Date.now() - Date.parse(started)) / 1000));
+    const minutes = Math.floor(seconds / 60);
+    return `${minutes}:${String(seconds % 60).padStart(2, "0")}`;
+  }
+
+  function tickElapsed() {
+    for (const element of document.querySelectorAll(".elapsed[data-started]")) {
+      if (element.dataset.started) element.textContent = elapsed(element.dataset.started);
+    }
+  }
+
+  function project(workspace) {
+    const projectId = workspace.dataset.project;
+    const banner = $("#banner");
+    let chosenVersion = null; // null: follow the newest version
+    let lastId = 0;
+    const chunks = new Map(); // "message:iteration:attempt" -> Map(offset -> text)
+
+    // -- the streamed model text --
+    function applyTokens() {
+      const stream = $("#running .stream");
+      if (!stream) return;
+      const base = `${stream.dataset.message}:${stream.dataset.iteration}:`;
+      let attempt = Number(stream.dataset.attempt);
+      for (const key of chunks.keys()) {
+        if (key.startsWith(base)) attempt = Math.max(attempt, Number(key.slice(base.length)));
+      }
+      if (attempt !== Number(stream.dataset.attempt)) {
+        stream.dataset.attempt = String(attempt);
+        stream.textContent = "";
+      }
+      const pieces = chunks.get(base + attempt);
+      if (!pieces) return;
+      let text = stream.textContent;
+      let end = Array.from(text).length; // offsets count code points, as the server does
+      while (pieces.has(end)) {
+        const piece = pieces.get(end);
+        text += piece;
+        end += Array.from(piece).length;
+      }
+      if (text !== stream.textContent) {
+        stream.textContent = text;
+        keepScrolled();
+      }
+    }
+
+    function keepScrolled() {
+      const box = $("#conversation");
+      if (box && box.dataset.stick !== "false") box.scrollTop = box.scrollHeight;
+    }
+
+    // -- the server-rendered parts --
+    let refreshing = false;
+    let again = false;
+
+    async function refresh() {
+      if (refreshing) {
+        again = true;
+        return;
+      }
+      refreshing = true;
+      try {
+        do {
+          again = false;
+          await refreshOnce();
+        } while (again);
+      } finally {
+        refreshing = false;
+      }
+    }
+
+    async function refreshOnce() {
+      const query = chosenVersion ? `?version=${encodeURIComponent(chosenVersion)}` : "";
+      let response;
+      try {
+        response = await fetch(`/ui/projects/${projectId}/conversation${query}`, {
+          credentials: "same-origin",
+        });
+      } catch (_) {
+        return; // offline: the stream's reconnection refreshes again
+      }
+      if (response.status === 401) {
+        window.location.assign("/login"); // the session ended: log in again, once
+        return;
+      }
+      if (!response.ok) return;
+      const template = document.createElement("template");
+      template.innerHTML = await response.text();
+      const old = $("#conversation");
+      const nearBottom = old.scrollHeight - old.scrollTop - old.clientHeight < 80;
+      for (const fresh of Array.from(template.content.children)) {
+        const current = document.getElementById(fresh.id);
+        if (current) current.replaceWith(fresh);
+      }
+      const box = $("#conversation");
+      box.dataset.stick = String(nearBottom);
+      applyTokens();
+      if (nearBottom) box.scrollTop = box.scrollHeight;
+      tickElapsed();
+      afterRefresh();
+    }
+
+    function afterRefresh() {
+      const box = $("#conversation");
+      const name = $("#project-name");
+      if (name && name.textContent !== box.dataset.name) {
+        name.textContent = box.dataset.name;
+        document.title = `${box.dataset.name} · qai`;
+      }
+      showPreview(box.dataset.previewUrl, box.dataset.newest);
+      const selected = $("#version-bar").dataset.selected;
+      if (selected && $("#code").dataset.fragment !== selected) loadCode(selected);
+    }
+
+    // -- preview --
+    const frame = $("#preview");
+    let shownVersion = $("#conversation").dataset.newest;
+    function showPreview(url, newest) {
+      const newVersion = newest !== shownVersion;
+      shownVersion = newest;
+      if (!url) return;
+      // A stable preview address stays the same across versions: reload it for a new one.
+      if (frame.getAttribute("src") === url && !newVersion) return;
+      loadPreview(url);
+      frame.hidden = false;
+      $("#preview-empty").hidden = true;
+      const open = $("#open-preview");
+      open.href = url;
+      open.removeAttribute("aria-disabled");
+      $("#preview-url").textContent = url;
+      $("#preview-url").title = url;
+    }
+    $("#reload").addEventListener("click", () => {
+      const url = frame.getAttribute("src");
+      if (url) loadPreview(url);
+    });
+
+    // Load the preview once its address answers at all: while a new version's sandbox takes
+    // over, a connection can fail outright, and an iframe left on the browser's network-error
+    // page never retries. (Any answer will do: the gateway's "starting" page refreshes itself.)
+    let previewLoads = 0;
+    async function loadPreview(url) {
+      const mine = ++previewLoads;
+      for (let attempt = 0; attempt < 30 && mine === previewLoads; attempt++) {
+        try {
+          await fetch(url, { mode: "no-cors", cache: "no-store", credentials: "omit" });
+          break;
+        } catch (_) {
+          await new Promise((resolve) => setTimeout(resolve, 1000));
+        }
+      }
+      if (mine === previewLoads) frame.src = url;
+    }
+
+    // -- code --
+    function loadCode(fragmentId) {
+      const code = $("#code");
+      code.dataset.fragment = fragmentId;
+      code.setAttribute("aria-busy", "true");
+      window.htmx
+        .ajax("GET", `/ui/fragments/${fragmentId}/code`, { target: "#code", swap: "innerHTML" })
+        .finally(() => code.removeAttribute("aria-busy"));
+    }
+
+    workspace.addEventListener("change", (event) => {
+      if (event.target.id === "version-select") {
+        chosenVersion = event.target.value;
+        refresh();
+      }
+    });
+
+    workspace.addEventListener("click", async (event) => {
+      const restore = event.target.closest("#restore");
+      if (restore) {
+        restore.disabled = true;
+        const result = await postJson(`/api/fragments/${restore.dataset.fragment}/restore`)
+          .catch(() => ({ ok: false, status: 0, data: { detail: "The server did not answer." } }));
+        const error = $("#version-error");
+        if (result.ok) {
+          chosenVersion = null; // the restored version becomes the newest: follow it
+          showError(error, "");
+          restore.textContent = "Restoring…";
+        } else {
+          restore.disabled = false;
+          showError(error, refusal(result));
+        }
+        return;
+      }
+      const file = event.target.closest(".file[data-path]");
+      if (file) {
+        for (const other of document.querySelectorAll(".file.is-open")) {
+          other.classList.remove("is-open");
+        }
+        file.classList.add("is-open");
+        return;
+      }
+      const copy = event.target.closest(".copy");
+      if (copy) {
+        const text = document.getElementById(copy.dataset.copyTarget).textContent;
+        try {
+          await navigator.clipboard.writeText(text);
+          copy.textContent = "Copied";
+        } catch (_) {
+          copy.textContent = "Copy failed";
+        }
+        setTimeout(() => (copy.textContent = "Copy"), 1500);
+      }
+    });
+
+    document.body.addEventListener("htmx:afterSettle", (event) => {
+      for (const block of event.target.querySelectorAll("pre code[class*=language-]")) {
+        if (window.hljs) window.hljs.highlightElement(block);
+      }
+    });
+
+    // -- follow-ups --
+    promptForm($("#message-form"), `/api/projects/${projectId}/messages`, (_data, textarea) => {
+      textarea.value = "";
+      refresh();
+    });
+
+    // -- the event stream --
+    let source = null;
+    let sources = 0;
+    function connect() {
+      source = new EventSource(`/api/projects/${projectId}/events`);
+      workspace.dataset.streams = String(++sources); // the browser's own reconnections: still 1
+      source.addEventListener("open", () => {
+        banner.hidden = true;
+        workspace.dataset.connected = "true";
+        refresh();
+      });
+      source.addEventListener("error", (event) => {
+        if (event.data !== undefined) return; // an `error` event of the project, not the line
+        banner.hidden = false;
+        workspace.dataset.connected = "false";
+        if (source.readyState === EventSource.CLOSED) {
+          // The browser gave up (e.g. an error status): start over; seen events are skipped.
+          refresh(); // and if the session ended, that goes to the login page
+          setTimeout(connect, 2000);
+        }
+      });
+      for (const kind of ["message", "run", "tool", "error"]) {
+        source.addEventListener(kind, (event) => {
+          if (event.data === undefined || !fresh(event)) return;
+          refresh();
+        });
+      }
+      source.addEventListener("token", (event) => {
+        if (!fresh(event)) return;
+        const token = JSON.parse(event.data);
+        const key = `${token.message_id}:${token.iteration}:${token.attempt}`;
+        if (!chunks.has(key)) chunks.set(key, new Map());
+        chunks.get(key).set(token.offset, token.text);
+        applyTokens();
+      });
+    }
+    function fresh(event) {
+      const id = Number(event.lastEventId);
+      if (id && id <= lastId) return false;
+      if (id) lastId = id;
+      workspace.dataset.lastEventId = String(lastId);
+      return true;
+    }
+
+    setInterval(tickElapsed, 1000);
+    tickElapsed();
+    keepScrolled();
+    const selected = $("#version-bar").dataset.selected;
+    if (selected) loadCode(selected);
+    connect();
+  }
+
+  document.addEventListener("DOMContentLoaded", () => {
+    home();
+    tabs();
+    const workspace = $("#workspace");
+    if (workspace) project(workspace);
+  });
+})();
