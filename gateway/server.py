@@ -248,6 +248,7 @@ class PreviewGateway:
             await self._wake(project_id, unreachable)
             await _answer(writer, pages.starting())
             return
+        self._woken.pop(project_id, None)  # reached: a later loss asks again at once
         self.traffic.mark(project_id)
         up_writer.write(outgoing)
         websocket = head.header(b"upgrade") is not None
