@@ -278,6 +278,7 @@ class PreviewGateway:
             await _answer(writer, pages.starting())
             return
         _observe(watch, "forwarded" if unreachable else "proxied")
+        self._woken.pop(project_id, None)  # reached: a later loss asks again at once
         self.traffic.mark(project_id)
         up_writer.write(outgoing)
         websocket = head.header(b"upgrade") is not None

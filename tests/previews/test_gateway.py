@@ -296,3 +296,35 @@ async def test_a_sandbox_that_hangs_up_without_answering_gets_the_starting_page(
                 assert "Starting your preview" in await response.text()
     finally:
         server.close()
+
+
+async def test_a_preview_lost_again_after_a_revival_is_asked_for_at_once(
+    clean_db: Database, workflow_env: WorkflowEnvironment
+) -> None:
+    settings = gateway_settings()
+    project_id = await new_project(clean_db)
+    headers = {"Host": host_header(settings, project_id)}
+
+    async def hibernate() -> None:
+        async with clean_db.session() as session:
+            assert await previews.mark_hibernated(session, project_id, "sbx-000000000000")
+            await session.commit()
+
+    async with (
+        upstream() as target,
+        running_gateway(settings, clean_db, workflow_env.client),
+        # A connection per request: the gateway routes a connection once, when it opens.
+        aiohttp.ClientSession(connector=aiohttp.TCPConnector(force_close=True)) as http,
+    ):
+        await set_row(clean_db, project_id, settings, target)
+        await hibernate()
+        async with http.get(gateway_address(settings), headers=headers) as response:
+            assert response.status == 503
+        await set_row(clean_db, project_id, settings, target)  # revived
+        async with http.get(gateway_address(settings), headers=headers) as response:
+            assert response.status == 200
+        await hibernate()  # and lost again, seconds later
+        async with http.get(gateway_address(settings), headers=headers) as response:
+            assert response.status == 503
+        assert await signals_of(workflow_env, project_id) == ["wake", "wake"]
+    await workflow_env.client.get_workflow_handle(project_workflow_id(project_id)).terminate()
