@@ -15,6 +15,7 @@ from agent.tools import bound
 from conversation import load_project_conversation_context
 from runtime import metrics
 from runtime.preview_urls import preview_url
+from runtime.settings import SandboxBackendName
 from sandboxes.base import (
     INSTALL_COMMAND,
     CommandFailedError,
@@ -103,12 +104,14 @@ class SandboxActivities:
                 target=sandbox.preview_url(PREVIEW_PORT),
             )
             await session.commit()
+        # A local sandbox lives on this host alone; an E2B sandbox is reachable from any.
+        local = settings.qai_sandbox_backend == SandboxBackendName.LOCAL
         return SandboxLease(
             sandbox_id=sandbox.sandbox_id,
             url=preview_url(settings, project_id),
             fresh=fresh,
-            host_id=settings.host_id,
-            task_queue=self._host_queue,
+            host_id=settings.host_id if local else None,
+            task_queue=self._host_queue if local else None,
         )
 
     async def obtain(
