@@ -221,6 +221,7 @@ def _env(data_dir: Path, ports: tuple[int, ...], **extra: str) -> dict[str, str]
         QAI_TEMPORAL_UI_PORT=str(ports[1]),
         QAI_API_PORT=str(ports[2]),
         QAI_PREVIEW_PORT=str(ports[3]),
+        QAI_METRICS_PORT=str(ports[4]),
         QAI_SANDBOX_NETWORK="none",
         QAI_SANDBOX_POOL_SIZE="0",
         PYTHONUNBUFFERED="1",
@@ -232,7 +233,7 @@ def _env(data_dir: Path, ports: tuple[int, ...], **extra: str) -> dict[str, str]
 @contextlib.asynccontextmanager
 async def started(argv: list[str], data_dir: Path, **env: str) -> AsyncIterator[Stack]:
     """Start `argv` in a session of its own (signals reach only it); kill what is left after."""
-    ports = (free_port(), free_port(), free_port(), free_port())
+    ports = tuple(free_port() for _ in range(5))
     process = await asyncio.create_subprocess_exec(
         *argv,
         cwd=ROOT,

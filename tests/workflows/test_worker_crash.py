@@ -16,6 +16,7 @@ from pathlib import Path
 
 import pytest
 
+from runtime.processes import free_port
 from runtime.temporal import connect_temporal
 from sandboxes.factory import sandbox_backend
 from scripted_llm import scripted_llm_server
@@ -94,6 +95,7 @@ async def test_killed_worker_resumes_without_duplicates(
                 "QAI_SANDBOX_POOL_SIZE": "0",
                 "QAI_DATA_DIR": str(settings.data_dir),
                 "QAI_PREVIEW_PORT": str(settings.qai_preview_port),
+                "QAI_METRICS_PORT": str(free_port()),
                 "QAI_LOG_FORMAT": "json",
             }
         )
