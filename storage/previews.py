@@ -16,6 +16,8 @@ from sqlalchemy.dialects.postgresql import insert
 from sqlalchemy.ext.asyncio import AsyncSession
 from sqlmodel import Field, SQLModel
 
+from storage.models import Project
+
 
 class PreviewState(StrEnum):
     LIVE = "live"
@@ -57,7 +59,10 @@ async def record_live(
     host_address: str,
     target: str,
 ) -> None:
-    """The project's preview is now this sandbox (idempotent: a retry writes the same row)."""
+    """The project's preview is now this sandbox (idempotent: a retry writes the same row).
+
+    Nothing is written for a project that no longer exists (deleted while its sandbox started).
+    """
     values = {
         "project_id": project_id,
         "sandbox_id": sandbox_id,
@@ -66,8 +71,15 @@ async def record_live(
         "target": target,
         "state": PreviewState.LIVE.value,
     }
-    statement = insert(PreviewRow).values(values)
-    changed = {key: statement.excluded[key] for key in values if key != "project_id"}
+    columns = list(values)
+    source = sa.select(
+        *(
+            sa.literal(value, type_=PreviewRow.__table__.c[key].type)
+            for key, value in values.items()
+        )
+    ).where(sa.exists().where(Project.id == project_id))
+    statement = insert(PreviewRow).from_select(columns, source)
+    changed = {key: statement.excluded[key] for key in columns if key != "project_id"}
     statement = statement.on_conflict_do_update(
         index_elements=[PreviewRow.project_id],
         set_={**changed, "updated_at": sa.func.clock_timestamp()},

@@ -33,7 +33,7 @@ async def activities(
     services = Services(settings=settings, db=db, sandboxes=backend, llm=llm)
     before = set(backend.list_ids())
     try:
-        yield SandboxActivities(services), backend
+        yield SandboxActivities(services, "test-host-queue"), backend
     finally:
         await llm.close()
         for sandbox_id in set(backend.list_ids()) - before:

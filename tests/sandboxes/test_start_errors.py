@@ -98,7 +98,7 @@ async def acquire(services: Services) -> ApplicationError:
     env = ActivityEnvironment()
     env.info = dataclasses.replace(env.info, workflow_id=f"agent-run-{input.run_id}")
     with pytest.raises(ApplicationError) as caught:
-        await env.run(SandboxActivities(services).acquire_sandbox, input)
+        await env.run(SandboxActivities(services, "test-host-queue").acquire_sandbox, input)
     return caught.value
 
 
