@@ -318,6 +318,8 @@ class PreviewGateway:
             await writer.drain()
             answering = asyncio.ensure_future(pipe(up_reader, writer, abort, mark))
             both = asyncio.gather(sending, answering)
+            # Cancelled below when one side resets: that outcome needs no one to read it.
+            both.add_done_callback(lambda done: done.cancelled() or done.exception())
             aborted = asyncio.ensure_future(abort.wait())
             try:
                 await asyncio.wait({both, aborted}, return_when=asyncio.FIRST_COMPLETED)
