@@ -247,6 +247,8 @@ class ProjectWorkflow:
                 pass
             if self._watch_at is not None and workflow.now() >= self._watch_at:
                 await self._watch_preview()
+                if workflow.info().is_continue_as_new_suggested():
+                    return False  # a preview watched for weeks: the run loop continues as new
                 continue
             if self._watch_at is not None:
                 close_at = self._watch_at
