@@ -240,10 +240,9 @@ class PreviewGateway:
             await _answer(writer, pages.not_found("There is no project at this address."))
             return
         if row is None or row.state != previews.PreviewState.LIVE:
-            await self._wake(project_id, None)
-            _observe(watch, "reviving")
-            await _answer(writer, pages.starting())
+            await self._reviving(writer, watch, project_id, None)
             return
+        websocket = head.header(b"upgrade") is not None
         if is_local_target(row.target) and row.host_id != self._host_id:
             if forwarded:  # moved while the first gateway looked: let the visitor retry
                 _observe(watch, "reviving")
@@ -258,7 +257,7 @@ class PreviewGateway:
             outgoing = raw
             if upstream.rewrite_host:
                 changes = {b"host": upstream.host.encode()}
-                if head.header(b"upgrade") is None:  # one request per connection: each names it
+                if not websocket:  # one request per connection: each names the sandbox
                     changes[b"connection"] = b"close"
                 outgoing = head.render(set_headers=changes)
             unreachable = None
@@ -273,15 +272,12 @@ class PreviewGateway:
                 CONNECT_TIMEOUT,
             )
         except (OSError, TimeoutError):
-            await self._wake(project_id, unreachable)
-            _observe(watch, "reviving")
-            await _answer(writer, pages.starting())
+            await self._reviving(writer, watch, project_id, unreachable)
             return
         _observe(watch, "forwarded" if unreachable else "proxied")
         self._woken.pop(project_id, None)  # reached: a later loss asks again at once
         self.traffic.mark(project_id)
         up_writer.write(outgoing)
-        websocket = head.header(b"upgrade") is not None
         in_use = contextlib.nullcontext() if websocket else self.traffic.request_open(project_id)
         with in_use:
             await self._relay(project_id, reader, writer, up_reader, up_writer, websocket)
@@ -333,11 +329,26 @@ class PreviewGateway:
             with contextlib.suppress(asyncio.CancelledError, ConnectionError, OSError):
                 await sending
 
+    async def _reviving(
+        self,
+        writer: asyncio.StreamWriter,
+        watch: metrics.Stopwatch,
+        project_id: uuid.UUID,
+        unreachable_host: str | None,
+    ) -> None:
+        """No running sandbox answers: ask for one, and show the visitor the starting page."""
+        await self._wake(project_id, unreachable_host)
+        _observe(watch, "reviving")
+        await _answer(writer, pages.starting())
+
     async def _wake(self, project_id: uuid.UUID, unreachable_host: str | None) -> None:
         """Ask the project's workflow for a running sandbox (at most every few seconds)."""
         now = time.monotonic()
         if now - self._woken.get(project_id, -WAKE_AGAIN_SECONDS) < WAKE_AGAIN_SECONDS:
             return
+        # Forget projects asked long ago, so the map holds only previews starting now.
+        for stale in [p for p, at in self._woken.items() if now - at >= WAKE_AGAIN_SECONDS]:
+            del self._woken[stale]
         self._woken[project_id] = now
         try:
             await signal_project(

@@ -13,6 +13,8 @@ import contextlib
 import os
 import signal
 import socket
+import subprocess
+import sys
 from collections.abc import AsyncIterator, Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -209,25 +211,43 @@ class Stack:
         assert not any(port_taken(port) for port in self.ports), self.ports
 
 
-def _env(data_dir: Path, ports: tuple[int, ...], **extra: str) -> dict[str, str]:
+def worker_env(**values: str) -> dict[str, str]:
+    """The environment for a qai process a test starts: this one's without any qai, model,
+    Temporal or database setting (the machine's must not leak in), plus `values`."""
     env = {
         key: value
         for key, value in os.environ.items()
         if not key.startswith(("OPENAI_", "QAI_", "TEMPORAL_", "DATABASE_URL"))
     }
-    env.update(
-        QAI_DATA_DIR=str(data_dir),
-        TEMPORAL_ADDRESS=f"127.0.0.1:{ports[0]}",
-        QAI_TEMPORAL_UI_PORT=str(ports[1]),
-        QAI_API_PORT=str(ports[2]),
-        QAI_PREVIEW_PORT=str(ports[3]),
-        QAI_METRICS_PORT=str(ports[4]),
-        QAI_SANDBOX_NETWORK="none",
-        QAI_SANDBOX_POOL_SIZE="0",
-        PYTHONUNBUFFERED="1",
-    )
-    env.update(extra)
+    env.update(values)
     return env
+
+
+def start_worker(env: dict[str, str], log: Path) -> subprocess.Popen[bytes]:
+    """`python worker.py` (production mode) in a session of its own, its output in `log`."""
+    return subprocess.Popen(
+        [sys.executable, "worker.py"],
+        cwd=ROOT,
+        env=env,
+        stdout=log.open("ab"),
+        stderr=subprocess.STDOUT,
+        start_new_session=True,
+    )
+
+
+def _env(data_dir: Path, ports: tuple[int, ...], **extra: str) -> dict[str, str]:
+    defaults = {
+        "QAI_DATA_DIR": str(data_dir),
+        "TEMPORAL_ADDRESS": f"127.0.0.1:{ports[0]}",
+        "QAI_TEMPORAL_UI_PORT": str(ports[1]),
+        "QAI_API_PORT": str(ports[2]),
+        "QAI_PREVIEW_PORT": str(ports[3]),
+        "QAI_METRICS_PORT": str(ports[4]),
+        "QAI_SANDBOX_NETWORK": "none",
+        "QAI_SANDBOX_POOL_SIZE": "0",
+        "PYTHONUNBUFFERED": "1",
+    }
+    return worker_env(**{**defaults, **extra})
 
 
 @contextlib.asynccontextmanager

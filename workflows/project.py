@@ -15,6 +15,7 @@ from __future__ import annotations
 import asyncio
 import uuid
 from datetime import datetime, timedelta
+from typing import Any
 
 from pydantic import BaseModel, Field
 from temporalio import workflow
@@ -391,27 +392,24 @@ class ProjectWorkflow:
     async def _delete(self) -> None:
         await workflow.wait_condition(workflow.all_handlers_finished)
         request = DeleteProjectInput(project_id=self._project_id, sandbox_id=self._sandbox_id)
-        if self._previews and self._sandbox_queue is not None:
-            try:  # on the sandbox's host, which alone can stop it
-                await workflow.execute_activity_method(
-                    DeletionActivities.delete_project,
-                    request,
-                    start_to_close_timeout=timedelta(minutes=2),
-                    retry_policy=RECORD_RETRY,
-                    summary="delete the project",
-                    **on_host(self._sandbox_queue),
-                )
-                return
-            except ActivityError as error:
-                if not host_gone(error):
-                    raise
-                workflow.logger.warning("the sandbox's host is gone; deleting the rows only")
+        # On the sandbox's host, which alone can stop it; if that host is gone, anywhere.
+        host = on_host(self._sandbox_queue) if self._previews else {}
+        try:
+            await self._delete_with(request, host)
+        except ActivityError as error:
+            if not host or not host_gone(error):
+                raise
+            workflow.logger.warning("the sandbox's host is gone; deleting the rows only")
+            await self._delete_with(request, {})
+
+    async def _delete_with(self, request: DeleteProjectInput, options: dict[str, Any]) -> None:
         await workflow.execute_activity_method(
             DeletionActivities.delete_project,
             request,
             start_to_close_timeout=timedelta(minutes=2),
             retry_policy=RECORD_RETRY,
             summary="delete the project",
+            **options,
         )
 
     async def _restore_version(self, request: RestoreVersion) -> MessageOutcome:

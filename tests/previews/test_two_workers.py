@@ -12,7 +12,6 @@ import asyncio
 import os
 import signal
 import subprocess
-import sys
 import uuid
 from pathlib import Path
 
@@ -26,8 +25,8 @@ from scripted_llm import scripted_llm_server
 from storage import previews
 from storage.db import Database
 from submission import submit_prompt, wait_for_reply
-from tests.stopping import link_project_templates
-from tests.workflows.conftest import ROOT, preview_text, settings_for
+from tests.stopping import link_project_templates, start_worker, worker_env
+from tests.workflows.conftest import preview_text, settings_for
 from tests.workflows.test_code_agent import page, summary_turn, write_turn
 
 pytestmark = [pytest.mark.sandbox, pytest.mark.slow]
@@ -51,17 +50,6 @@ def script() -> dict:
     }
 
 
-def _start_worker(env: dict[str, str], log: Path) -> subprocess.Popen[bytes]:
-    return subprocess.Popen(
-        [sys.executable, "worker.py"],
-        cwd=ROOT,
-        env=env,
-        stdout=log.open("ab"),
-        stderr=subprocess.STDOUT,
-        start_new_session=True,
-    )
-
-
 def gateway_url(url: str, port: int) -> str:
     """The same preview URL, asked of the gateway on `port` (as a load balancer would)."""
     base, _, _ = url.rstrip("/").rpartition(":")
@@ -81,12 +69,7 @@ async def test_two_hosts_share_projects_and_revive_a_lost_hosts_preview(
     workers: dict[str, subprocess.Popen[bytes]] = {}
     data_dirs: dict[str, Path] = {}
     async with scripted_llm_server(script()) as llm:
-        base = {
-            key: value
-            for key, value in os.environ.items()
-            if not key.startswith(("OPENAI_", "QAI_", "TEMPORAL_", "DATABASE_URL"))
-        }
-        base.update(
+        base = worker_env(
             DATABASE_URL=database_url,
             TEMPORAL_ADDRESS=temporal_dev_server,
             QAI_TASK_QUEUE=task_queue,
@@ -111,7 +94,7 @@ async def test_two_hosts_share_projects_and_revive_a_lost_hosts_preview(
                 QAI_HOST_ADDRESS=f"127.0.0.1:{ports[host]}",
                 QAI_METRICS_PORT=str(free_port()),  # two hosts on one machine: a port each
             )
-            workers[host] = _start_worker(env, tmp_path / f"{host}.log")
+            workers[host] = start_worker(env, tmp_path / f"{host}.log")
         settings = settings_for(
             llm.base_url, temporal_address=temporal_dev_server, qai_task_queue=task_queue
         )

@@ -9,8 +9,6 @@ from __future__ import annotations
 import asyncio
 import os
 import signal
-import subprocess
-import sys
 import uuid
 from pathlib import Path
 
@@ -23,7 +21,8 @@ from scripted_llm import scripted_llm_server
 from storage import queries, transcript
 from storage.db import Database
 from storage.models import MessageRole
-from tests.workflows.conftest import ROOT, preview_text, settings_for
+from tests.stopping import start_worker, worker_env
+from tests.workflows.conftest import preview_text, settings_for
 from workflows.project import ProjectWorkflow, project_workflow_id
 
 pytestmark = [pytest.mark.sandbox, pytest.mark.slow]
@@ -38,17 +37,6 @@ def _turns() -> list[dict]:
         {"tool_calls": [{"name": "terminal", "arguments": {"command": "ls app"}}], "delay": 1},
         {"content": "<task_summary>Survived a crash.</task_summary>"},
     ]
-
-
-def _start_worker(env: dict[str, str], log: Path) -> subprocess.Popen[bytes]:
-    return subprocess.Popen(
-        [sys.executable, "worker.py"],
-        cwd=ROOT,
-        env=env,
-        stdout=log.open("ab"),
-        stderr=subprocess.STDOUT,
-        start_new_session=True,
-    )
 
 
 async def _stored_turn(db: Database, run_id: uuid.UUID, iteration: int) -> bool:
@@ -78,29 +66,22 @@ async def test_killed_worker_resumes_without_duplicates(
         settings = settings_for(
             llm.base_url, temporal_address=temporal_dev_server, qai_task_queue=task_queue
         )
-        env = {
-            key: value
-            for key, value in os.environ.items()
-            if not key.startswith(("OPENAI_", "QAI_", "TEMPORAL_", "DATABASE_URL"))
-        }
-        env.update(
-            {
-                "DATABASE_URL": database_url,
-                "TEMPORAL_ADDRESS": temporal_dev_server,
-                "QAI_TASK_QUEUE": task_queue,
-                "OPENAI_BASE_URL": llm.base_url,
-                "OPENAI_API_KEY": "test-key",
-                "QAI_MODEL": "scripted",
-                "QAI_SANDBOX_NETWORK": "none",
-                "QAI_SANDBOX_POOL_SIZE": "0",
-                "QAI_DATA_DIR": str(settings.data_dir),
-                "QAI_PREVIEW_PORT": str(settings.qai_preview_port),
-                "QAI_METRICS_PORT": str(free_port()),
-                "QAI_LOG_FORMAT": "json",
-            }
+        env = worker_env(
+            DATABASE_URL=database_url,
+            TEMPORAL_ADDRESS=temporal_dev_server,
+            QAI_TASK_QUEUE=task_queue,
+            OPENAI_BASE_URL=llm.base_url,
+            OPENAI_API_KEY="test-key",
+            QAI_MODEL="scripted",
+            QAI_SANDBOX_NETWORK="none",
+            QAI_SANDBOX_POOL_SIZE="0",
+            QAI_DATA_DIR=str(settings.data_dir),
+            QAI_PREVIEW_PORT=str(settings.qai_preview_port),
+            QAI_METRICS_PORT=str(free_port()),
+            QAI_LOG_FORMAT="json",
         )
         client = await connect_temporal(temporal_dev_server)
-        worker = _start_worker(env, log)
+        worker = start_worker(env, log)
         try:
             submitted = await submit_prompt(client, clean_db, settings, "Build it")
             project_id, message_id = submitted.project_id, submitted.message_id
@@ -112,7 +93,7 @@ async def test_killed_worker_resumes_without_duplicates(
             os.killpg(worker.pid, signal.SIGKILL)
             worker.wait(timeout=10)
 
-            worker = _start_worker(env, log)
+            worker = start_worker(env, log)
             reply = await _reply(clean_db, message_id, seconds=180)
             handle = client.get_workflow_handle(project_workflow_id(project_id))
             # The reply is saved just before the run returns to the project workflow, which
