@@ -199,7 +199,7 @@ async def serve(settings: Settings, *, dev: bool) -> None:
         async with AsyncExitStack() as stack:
             try:
                 if dev:
-                    from runtime.localstack import LocalStack
+                    from localstack import LocalStack
 
                     local = await stack.enter_async_context(LocalStack(settings))
                     database_url, address = local.database_url, local.temporal_address
@@ -266,7 +266,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     settings = settings_or_exit()
     configure_logging(settings.qai_log_format, settings.qai_log_level)
     from api.server import ApiExposedError, check_exposure
-    from runtime.localstack import LOCAL_STACK_ERRORS
+    from localstack import LOCAL_STACK_ERRORS
     from sandboxes.base import SandboxError
     from sandboxes.template import TemplateError
 

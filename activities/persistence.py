@@ -15,7 +15,11 @@ from activities.events import emit, run_phase
 from activities.services import Services
 from agent.checks import CheckIssue, ChecksReport, feedback
 from agent.prompt import system_prompt
-from conversation import build_conversation_payload, load_project_conversation_context
+from conversation import (
+    build_conversation_payload,
+    compute_rolling_conversation_summary,
+    load_project_conversation_context,
+)
 from runtime import metrics
 from sandboxes.template import load_manifest
 from storage import queries, snapshots, transcript
@@ -223,6 +227,7 @@ class PersistenceActivities:
                     prompt_tokens=prompt_tokens,
                     completion_tokens=completion_tokens,
                     iterations=input.iterations,
+                    summarize=compute_rolling_conversation_summary,
                 )
         except (ProjectNotFoundError, MessageNotFoundError) as error:
             raise _permanent(error) from error

@@ -1,11 +1,7 @@
 """Conversation context: the seed's history, payload and rolling-summary rules.
 
-The pure functions import nothing from storage, so `import conversation` stays
-light (and safe inside Temporal's workflow sandbox); the database loader is
-imported on first use.
+`context` holds the pure rules; `loading` reads a project's conversation from storage.
 """
-
-from typing import TYPE_CHECKING, Any
 
 from conversation.context import (
     DEFAULT_ENTRY_MAX_LENGTH,
@@ -19,9 +15,7 @@ from conversation.context import (
     format_conversation_history,
     strip_tag_like,
 )
-
-if TYPE_CHECKING:
-    from conversation.loading import ConversationContext, load_project_conversation_context
+from conversation.loading import ConversationContext, load_project_conversation_context
 
 __all__ = [
     "DEFAULT_ENTRY_MAX_LENGTH",
@@ -37,13 +31,3 @@ __all__ = [
     "load_project_conversation_context",
     "strip_tag_like",
 ]
-
-_LAZY = {"ConversationContext", "load_project_conversation_context"}
-
-
-def __getattr__(name: str) -> Any:
-    if name in _LAZY:
-        from conversation import loading
-
-        return getattr(loading, name)
-    raise AttributeError(f"module 'conversation' has no attribute {name!r}")

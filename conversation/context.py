@@ -2,7 +2,7 @@
 
 These decide what the agent sees of earlier turns: a bounded history of recent
 messages and a rolling summary kept on the project. They import nothing from
-storage so workflows and tests can use them on plain objects.
+storage, so they work on any message-shaped objects (tests use plain ones).
 """
 
 from __future__ import annotations

@@ -30,8 +30,8 @@ from gateway import pages
 from runtime import metrics
 from runtime.logs import get_logger
 from runtime.preview_urls import host_pattern, project_from_host, url_template
+from runtime.relay import pipe
 from runtime.settings import Settings
-from sandboxes.local.envd import pipe
 from storage import previews
 from storage.db import Database
 from storage.models import Project

@@ -7,6 +7,7 @@ back on error); readers leave the session's transaction to its owner.
 from __future__ import annotations
 
 import uuid
+from collections.abc import Callable
 from dataclasses import dataclass
 
 from sqlalchemy import func, select
@@ -14,7 +15,6 @@ from sqlalchemy.dialects.postgresql import insert
 from sqlalchemy.ext.asyncio import AsyncSession
 from sqlalchemy.orm import selectinload
 
-from conversation.context import compute_rolling_conversation_summary
 from storage.errors import MessageNotFoundError, ProjectNotFoundError
 from storage.models import Fragment, FragmentData, Message, MessageRole, MessageType, Project
 
@@ -178,12 +178,15 @@ async def save_assistant_reply(
     prompt_tokens: int | None = None,
     completion_tokens: int | None = None,
     iterations: int | None = None,
+    summarize: Callable[[str | None, str, str], str],
 ) -> Message:
     """Save the reply to a user message exactly once, however often it is called.
 
     The project row is locked for the transaction, so concurrent calls queue up;
     a call that finds the reply already saved returns it untouched. A RESULT
-    reply also folds the exchange into the project's rolling summary.
+    reply also folds the exchange into the project's rolling summary:
+    `summarize(previous summary, user text, reply)` is the conversation's rule,
+    passed in because storage sits below the conversation package.
     """
     try:
         project = await _project_for_update(session, project_id)
@@ -221,7 +224,7 @@ async def save_assistant_reply(
                 checks=fragment.checks,
             )
         if reply.type == MessageType.RESULT:
-            project.conversation_summary = compute_rolling_conversation_summary(
+            project.conversation_summary = summarize(
                 project.conversation_summary, user_message.content, content
             )
         project.updated_at = func.clock_timestamp()

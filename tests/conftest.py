@@ -119,7 +119,7 @@ async def clean_db(db: Database) -> Database:
 @pytest.fixture(scope="session")
 async def temporal_dev_server(tmp_path_factory: pytest.TempPathFactory) -> AsyncIterator[str]:
     """Address (host:port) of a Temporal dev server with QaiProjectId registered."""
-    from runtime.localstack import TemporalDevServer
+    from localstack import TemporalDevServer
     from runtime.processes import free_port
 
     server = TemporalDevServer(

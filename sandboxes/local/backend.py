@@ -249,7 +249,7 @@ class LocalBackend(SandboxBackend):
             await self.kill(sandbox_id)
             raise
         log.info("sandbox created", sandbox_id=sandbox_id, template=spec.name, pooled=pooled)
-        return LocalSandbox(self, layout, read_state(layout.state))
+        return LocalSandbox(self.kill, layout, read_state(layout.state))
 
     def _spawn_supervisor(self, layout: Layout) -> None:
         with open(layout.log, "ab") as out:
@@ -327,7 +327,7 @@ class LocalBackend(SandboxBackend):
             current["expires_at"] = max(current["expires_at"], extended)
 
         state = update_state(layout.state, extend)
-        return LocalSandbox(self, layout, state)
+        return LocalSandbox(self.kill, layout, state)
 
     async def find(self, metadata: Mapping[str, str]) -> list[str]:
         wanted = metadata.items()

@@ -1,9 +1,10 @@
 # ruff: noqa: ASYNC220, ASYNC230, ASYNC240 - quick local calls in a one-user daemon
 """The in-sandbox daemon (like E2B's envd), run by /usr/bin/python3 inside bubblewrap.
 
-Standard library only: it runs inside the sandbox, where the project is not mounted. It starts as a
-capability-less root with only CAP_SETUID/CAP_SETGID, drops to uid/gid 1000 at once, and then
-serves JSON-lines requests on a unix socket bind-mounted from the host:
+Standard library only, plus `runtime/relay.py` mounted beside it: it runs inside the sandbox,
+where the project is not mounted. It starts as a capability-less root with only
+CAP_SETUID/CAP_SETGID, drops to uid/gid 1000 at once, and then serves JSON-lines requests on a
+unix socket bind-mounted from the host:
 
 - exec: run `bash -lc` through a per-command "runner" (a child subreaper), streaming output,
   bounding what is kept, and killing the whole process tree on timeout or kill;
@@ -21,7 +22,6 @@ import os
 import signal
 import sys
 import time
-from collections.abc import Callable
 
 HOME = "/home/user"
 UID = GID = 1000
@@ -124,6 +124,10 @@ import stat  # noqa: E402
 import subprocess  # noqa: E402
 import urllib.error  # noqa: E402
 import urllib.request  # noqa: E402
+
+# runtime/relay.py is mounted beside this file (the relays of the host and the gateway use it too).
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+from relay import relay  # noqa: E402
 
 # ---------------------------------------------------------------- paths
 
@@ -629,56 +633,6 @@ async def warm(url: str, command: Command) -> None:
 async def send(writer: asyncio.StreamWriter, obj: dict) -> None:
     writer.write(json.dumps(obj).encode() + b"\n")
     await writer.drain()
-
-
-async def pipe(
-    reader: asyncio.StreamReader,
-    writer: asyncio.StreamWriter,
-    abort: asyncio.Event,
-    on_data: Callable[[], None] | None = None,
-) -> None:
-    """Copy until EOF (then half-close), or until an error, which aborts both directions.
-
-    `on_data()`, when given, is called for every chunk copied (the gateway counts traffic).
-    """
-    try:
-        while data := await reader.read(65536):
-            if on_data is not None:
-                on_data()
-            writer.write(data)
-            await writer.drain()
-    except (ConnectionError, OSError):
-        abort.set()
-        return
-    if writer.can_write_eof():
-        with contextlib.suppress(ConnectionError, OSError):
-            writer.write_eof()
-
-
-async def relay(
-    a_reader: asyncio.StreamReader,
-    a_writer: asyncio.StreamWriter,
-    b_reader: asyncio.StreamReader,
-    b_writer: asyncio.StreamWriter,
-) -> None:
-    """Copy both ways until both sides are done (half-closes kept, so websockets work).
-
-    A reset on either side closes both at once: otherwise a client whose upstream vanished would
-    wait for an answer forever. The host's preview relay and registry proxy import this too, so
-    both ends of a connection behave the same; it stays here because this file runs inside the
-    sandbox with the standard library only.
-    """
-    abort = asyncio.Event()
-    pipes = asyncio.gather(pipe(a_reader, b_writer, abort), pipe(b_reader, a_writer, abort))
-    aborted = asyncio.ensure_future(abort.wait())
-    try:
-        await asyncio.wait({pipes, aborted}, return_when=asyncio.FIRST_COMPLETED)
-    finally:
-        a_writer.close()
-        b_writer.close()
-        aborted.cancel()
-        with contextlib.suppress(Exception):
-            await pipes
 
 
 async def connect_local(port: int) -> tuple | None:

@@ -14,10 +14,9 @@ import stat
 import time
 from typing import Any
 
-from sandboxes.local.envd import relay
-from sandboxes.local.layout import Layout, read_state, update_state
+from runtime.relay import relay
+from sandboxes.local.layout import Layout, log, read_state, update_state
 from sandboxes.local.proxy import RegistryProxy
-from sandboxes.local.supervisor import log
 
 
 class HostServers:

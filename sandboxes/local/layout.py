@@ -1,4 +1,4 @@
-"""Where one sandbox's files live on the host, and its state.json (backend and supervisor)."""
+"""One sandbox's files on the host, its state.json and its log lines (backend and supervisor)."""
 
 from __future__ import annotations
 
@@ -15,6 +15,11 @@ from typing import Any
 
 ID_PATTERN = re.compile(r"^sbx-[0-9a-f]{12}$")
 SANDBOX_UID = SANDBOX_GID = 1000
+
+
+def log(message: str) -> None:
+    """A timestamped line on the supervisor's stdout, which is its `Layout.log` file."""
+    print(f"{time.strftime('%H:%M:%S')}.{int(time.time() * 1000) % 1000:03d} {message}", flush=True)
 
 
 @dataclass(frozen=True)

@@ -19,18 +19,17 @@ import os
 import time
 from collections.abc import Mapping
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any
+from pathlib import Path
+from typing import Any, Protocol
 
 import httpx
 import structlog
 
+from runtime.settings import SandboxNetwork, Settings
 from sandboxes.base import SandboxUnavailableError
 from sandboxes.local.layout import ID_PATTERN, Layout, read_state, state_alive, update_state
 from sandboxes.local.sandbox import LocalSandbox
 from sandboxes.local.templates import LocalTemplate
-
-if TYPE_CHECKING:
-    from sandboxes.local.backend import LocalBackend
 
 log = structlog.get_logger(__name__)
 
@@ -64,10 +63,27 @@ def _take(layout: Layout) -> bool:
     return True
 
 
+class PoolBackend(Protocol):
+    """What the pool needs of the local backend that owns it (the backend needs the pool)."""
+
+    root: Path
+    settings: Settings
+    network: SandboxNetwork
+    metadata_defaults: dict[str, str]
+
+    async def template(self, name: str) -> LocalTemplate: ...
+
+    async def launch(
+        self, spec: LocalTemplate, *, timeout: float, pooled: bool
+    ) -> LocalSandbox: ...
+
+    async def kill(self, sandbox_id: str) -> bool: ...
+
+
 class WarmPool:
     """Keeps `size` warm sandboxes of `template` for one backend; 0 turns the pool off."""
 
-    def __init__(self, backend: LocalBackend, size: int, template: str = POOL_TEMPLATE) -> None:
+    def __init__(self, backend: PoolBackend, size: int, template: str = POOL_TEMPLATE) -> None:
         self.backend = backend
         self.size = size
         self.template = template
@@ -198,7 +214,7 @@ class WarmPool:
                 state = update_state(entry.layout.state, lambda s, c=change: s.update(c))
             except (OSError, ValueError):
                 continue  # reaped meanwhile
-            sandbox = LocalSandbox(self.backend, entry.layout, state)
+            sandbox = LocalSandbox(self.backend.kill, entry.layout, state)
             if not await sandbox.is_running():
                 await self.backend.kill(entry.sandbox_id)
                 continue
@@ -245,7 +261,7 @@ class WarmPool:
 
     async def _warm(self, layout: Layout, spec: LocalTemplate) -> None:
         """Request `/` through the preview relay until it answers 200, then mark it warm."""
-        sandbox = LocalSandbox(self.backend, layout, read_state(layout.state))
+        sandbox = LocalSandbox(self.backend.kill, layout, read_state(layout.state))
         url = sandbox.preview_url(spec.port or 3000)
         started = time.monotonic()
         deadline = started + WARM_TIMEOUT

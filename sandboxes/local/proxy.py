@@ -13,7 +13,7 @@ import contextlib
 from collections.abc import Iterable
 from urllib.parse import urlsplit
 
-from sandboxes.local.envd import relay
+from runtime.relay import relay
 
 MAX_HEAD = 16 * 1024
 

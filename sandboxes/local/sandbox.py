@@ -9,8 +9,8 @@ import inspect
 import json
 import socket
 import time
-from collections.abc import Mapping
-from typing import TYPE_CHECKING, Any, Literal
+from collections.abc import Awaitable, Callable, Mapping
+from typing import Any, Literal
 
 from sandboxes.base import (
     HOME,
@@ -31,9 +31,6 @@ from sandboxes.local.client import EnvdClient, error_from
 from sandboxes.local.layout import Layout, read_state, state_alive, update_state, upper_dir
 from sandboxes.local.upper import read_upper
 from sandboxes.snapshot import WorkspaceSnapshot
-
-if TYPE_CHECKING:
-    from sandboxes.local.backend import LocalBackend
 
 HOST_GRACE = 10.0
 """Seconds the host waits past a command's timeout for envd to report the kill itself."""
@@ -223,9 +220,12 @@ class LocalFiles(Files):
 
 
 class LocalSandbox(Sandbox):
-    def __init__(self, backend: LocalBackend, layout: Layout, state: dict[str, Any]) -> None:
+    def __init__(
+        self, kill: Callable[[str], Awaitable[bool]], layout: Layout, state: dict[str, Any]
+    ) -> None:
+        """`kill` is the backend's teardown by id (passed in: this module needs no backend)."""
         self.sandbox_id = layout.sandbox_id
-        self._backend = backend
+        self._kill = kill
         self._layout = layout
         self._state = state
         self._client = EnvdClient(self.sandbox_id, layout.envd_sock, self._alive)
@@ -282,7 +282,7 @@ class LocalSandbox(Sandbox):
         self._state["expires_at"] = expires
 
     async def kill(self) -> bool:
-        return await self._backend.kill(self.sandbox_id)
+        return await self._kill(self.sandbox_id)
 
     async def is_running(self) -> bool:
         return self._alive()

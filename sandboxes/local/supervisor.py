@@ -28,7 +28,6 @@ import shutil
 import signal
 import socket
 import subprocess
-import time
 from typing import Any
 
 from sandboxes.local import mounts
@@ -38,20 +37,19 @@ from sandboxes.local.layout import (
     SANDBOX_UID,
     Layout,
     cgroup_name,
+    log,
     process_start_time,
     read_state,
     update_state,
 )
 
 ENVD = Path(__file__).with_name("envd.py")
+RELAY = Path(__file__).resolve().parents[2] / "runtime" / "relay.py"
+"""Mounted beside envd, which imports it (envd sees nothing else of the project)."""
 IN_RUN = "/run/qai"
 PROXY_LISTEN = "127.0.0.1:3128"
 MIB = 1024 * 1024
 ENVD_COMMAND = ["/usr/bin/python3", "-I", "-S", f"{IN_RUN}/envd.py", f"{IN_RUN}/host/envd.json"]
-
-
-def log(message: str) -> None:
-    print(f"{time.strftime('%H:%M:%S')}.{int(time.time() * 1000) % 1000:03d} {message}", flush=True)
 
 
 def sandbox_env(state: dict[str, Any]) -> dict[str, str]:
@@ -143,6 +141,7 @@ def bwrap_argv(layout: Layout, state: dict[str, Any]) -> list[str]:
         "--perms", "0755", "--dir", IN_RUN,
         "--ro-bind", str(layout.host_dir), f"{IN_RUN}/host",
         "--ro-bind", str(ENVD), f"{IN_RUN}/envd.py",
+        "--ro-bind", str(RELAY), f"{IN_RUN}/relay.py",
         "--chdir", "/home/user",
         "--cap-add", "CAP_SETUID",
         "--cap-add", "CAP_SETGID",

@@ -16,7 +16,7 @@ import pytest
 from temporalio.api.enums.v1 import IndexedValueType
 from temporalio.api.operatorservice.v1 import ListSearchAttributesRequest
 
-from runtime.localstack import AlreadyRunningError, LocalStack, LocalStackError, PortInUseError
+from localstack import AlreadyRunningError, LocalStack, LocalStackError, PortInUseError
 from runtime.processes import PidLock, free_port
 from runtime.settings import Settings
 from runtime.temporal import TemporalConnectionError, connect_temporal, ensure_search_attributes
@@ -165,7 +165,7 @@ async def test_killed_owner_leaves_no_orphans(embedded_data_dir: Path) -> None:
     script = textwrap.dedent(
         """
         import asyncio, json, sys
-        from runtime.localstack import LocalStack
+        from localstack import LocalStack
         from runtime.settings import Settings
 
         async def main():

@@ -9,7 +9,11 @@ import pytest
 from sqlalchemy import delete, func, select
 from sqlalchemy.exc import IntegrityError
 
-from conversation import build_conversation_payload, load_project_conversation_context
+from conversation import (
+    build_conversation_payload,
+    compute_rolling_conversation_summary,
+    load_project_conversation_context,
+)
 from storage.db import Database
 from storage.errors import MessageNotFoundError, ProjectNotFoundError
 from storage.models import Fragment, FragmentData, Message, MessageRole, MessageType, Project
@@ -44,6 +48,7 @@ async def _reply(
         "prompt_tokens": 10,
         "completion_tokens": 20,
         "iterations": 3,
+        "summarize": compute_rolling_conversation_summary,
     }
     arguments.update(overrides)
     async with db.session() as session:

@@ -5,6 +5,7 @@ until healthy: the embedded PostgreSQL (unless DATABASE_URL is set), the
 migrations, and the Temporal dev server with its Web UI. Leaving the block, by
 return, exception or cancellation, stops every process it started. A lock file
 under QAI_DATA_DIR keeps a second copy from starting on the same data.
+It sits above `storage` and `runtime`, whose pieces it starts, and below `worker`.
 """
 
 from __future__ import annotations
