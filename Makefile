@@ -9,6 +9,7 @@ demo: setup
 
 test: setup
 	.venv/bin/ruff check .
+	.venv/bin/python deploy/lint_imports.py
 	.venv/bin/pytest
 
 lint: setup

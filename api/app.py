@@ -14,8 +14,8 @@ from api import auth, errors
 from api.context import ApiContext
 from api.limits import BodyLimitMiddleware
 from api.routes import fragments, health, projects
+from api.templating import STATIC
 from api.ui import pages
-from api.ui.templating import STATIC
 from runtime.metrics import RequestMetricsMiddleware, metrics_route
 
 ASSETS = "/docs-assets"

@@ -14,7 +14,7 @@ from fastapi import APIRouter, Form, Request
 from fastapi.responses import HTMLResponse, JSONResponse, RedirectResponse, Response
 
 from api.context import context_of
-from api.ui.templating import render
+from api.templating import render
 
 COOKIE = "qai_session"
 

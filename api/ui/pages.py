@@ -14,8 +14,8 @@ from fastapi.responses import HTMLResponse, RedirectResponse, Response
 from api import auth
 from api.context import ApiContext, context_of
 from api.routes.fragments import fragment_or_404
+from api.templating import render
 from api.ui.state import project_state
-from api.ui.templating import render
 from storage import listing
 
 router = APIRouter(include_in_schema=False)

@@ -1,4 +1,8 @@
-"""The UI's Jinja2 environment and the small formatting filters its templates use."""
+"""The UI's Jinja2 environment and the small formatting filters its templates use.
+
+Beside `api.ui` rather than in it: the login pages of `api.auth` render with it too, and the UI
+pages import `api.auth`.
+"""
 
 from __future__ import annotations
 
@@ -8,7 +12,7 @@ from typing import Any
 
 from jinja2 import Environment, FileSystemLoader, select_autoescape
 
-HERE = Path(__file__).resolve().parent
+HERE = Path(__file__).resolve().parent / "ui"
 STATIC = HERE / "static"
 
 PHASES = {

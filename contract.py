@@ -1,0 +1,1 @@
+"""The contract between workflows and activities (being written for issue 16)."""
