@@ -23,6 +23,16 @@ import pytest
 if TYPE_CHECKING:
     from storage.db import Database
 
+SANDBOX_FIXTURES = frozenset({"local_sandboxes", "template_ready", "built"})
+"""A test that uses one of these, even through another fixture, needs root and bubblewrap or the
+built Next.js template: a `sandbox` test, outside the fast tier (`pytest -m "not sandbox"`)."""
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    for item in items:
+        if SANDBOX_FIXTURES.intersection(getattr(item, "fixturenames", ())):
+            item.add_marker(pytest.mark.sandbox)
+
 
 def _plain(url: str) -> str:
     """A URL asyncpg itself accepts (no SQLAlchemy driver suffix)."""
