@@ -25,12 +25,15 @@ if TYPE_CHECKING:
 
 SANDBOX_FIXTURES = frozenset({"local_sandboxes", "template_ready", "built"})
 """A test that uses one of these, even through another fixture, needs root and bubblewrap or the
-built Next.js template: a `sandbox` test, outside the fast tier (`pytest -m "not sandbox"`)."""
+built Next.js template."""
 
 
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    """Marks `sandbox` what the fast tier (`pytest -m "not sandbox"`, no root, under a minute)
+    leaves out: tests that need sandboxes (by their fixtures), and those marked `slow`."""
     for item in items:
-        if SANDBOX_FIXTURES.intersection(getattr(item, "fixturenames", ())):
+        needs_sandboxes = SANDBOX_FIXTURES.intersection(getattr(item, "fixturenames", ()))
+        if needs_sandboxes or item.get_closest_marker("slow") is not None:
             item.add_marker(pytest.mark.sandbox)
 
 

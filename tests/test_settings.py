@@ -43,6 +43,7 @@ def test_invalid_values_name_the_setting(
     assert str(raised.value.code).startswith(f"qai: {expected}")
 
 
+@pytest.mark.slow
 def test_worker_exits_with_one_line_on_a_bad_setting() -> None:
     env = dict(os.environ, QAI_SANDBOX_NETWORK="internet")
     result = subprocess.run(

@@ -127,6 +127,7 @@ async def test_the_token_guards_every_api_route(
         assert (await http.get("/api/projects")).status_code == 200  # the cookie now
 
 
+@pytest.mark.slow
 def test_a_public_address_without_a_token_is_refused() -> None:
     exposed = Settings(_env_file=None, qai_api_host="0.0.0.0")  # type: ignore[call-arg]
     with pytest.raises(ApiExposedError):

@@ -81,6 +81,7 @@ async def _wait_gone(pids: list[int], limit: float = 30.0) -> list[int]:
     return _running(pids)
 
 
+@pytest.mark.slow
 async def test_stack_starts_everything_and_stops_it(embedded_data_dir: Path) -> None:
     settings = _settings(embedded_data_dir)
     ready = asyncio.Event()
@@ -122,6 +123,7 @@ async def test_stack_starts_everything_and_stops_it(embedded_data_dir: Path) -> 
     lock.release()
 
 
+@pytest.mark.slow
 async def test_stack_with_database_url_starts_no_postgres(
     embedded_data_dir: Path, database_url: str
 ) -> None:
@@ -159,6 +161,7 @@ async def test_remote_temporal_address_is_refused(embedded_data_dir: Path) -> No
         ).start()
 
 
+@pytest.mark.slow
 async def test_killed_owner_leaves_no_orphans(embedded_data_dir: Path) -> None:
     """Even SIGKILL of the owning process (no cleanup code runs) takes its servers down."""
     settings = _settings(embedded_data_dir)

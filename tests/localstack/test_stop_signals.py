@@ -54,6 +54,7 @@ MAKE_DEMO = ["make", "--no-print-directory", "-o", "setup", "demo"]  # -o: setup
         pytest.param(MAKE_DEMO, signal.SIGKILL, False, "template.build.waiting", id="make"),
     ],
 )
+@pytest.mark.slow
 async def test_signal_during_startup_stops_what_started(
     embedded_data_dir: Path, argv: list[str], sig: signal.Signals, group: bool, moment: str
 ) -> None:

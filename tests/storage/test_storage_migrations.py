@@ -8,6 +8,7 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
 from alembic.autogenerate import compare_metadata
 from alembic.runtime.migration import MigrationContext
 from sqlalchemy import text
@@ -90,12 +91,14 @@ def _migrate(env: dict[str, str]) -> subprocess.CompletedProcess[str]:
     )
 
 
+@pytest.mark.slow
 def test_migrate_command_applies_to_database_url(database_url: str) -> None:
     result = _migrate({"DATABASE_URL": database_url})
     assert result.returncode == 0, result.stderr
     assert f"qai: database at revision {head_revision()}" in result.stdout
 
 
+@pytest.mark.slow
 def test_migrate_command_failure_is_one_line() -> None:
     result = _migrate({"DATABASE_URL": "postgresql://nobody:secret@127.0.0.1:1/none"})
     assert result.returncode == 1
@@ -106,6 +109,7 @@ def test_migrate_command_failure_is_one_line() -> None:
     assert "secret" not in lines[0] and "127.0.0.1:1" in lines[0]
 
 
+@pytest.mark.slow
 def test_migrate_command_starts_and_stops_embedded_postgres(embedded_data_dir: Path) -> None:
     result = _migrate({"DATABASE_URL": "", "QAI_DATA_DIR": str(embedded_data_dir)})
     assert result.returncode == 0, result.stderr

@@ -29,6 +29,9 @@ from tests.workflows.conftest import ROOT, preview_text, settings_for
 from worker import build_workers
 from workflows.project import ProjectWorkflow, project_workflow_id
 
+# Each runs starter.py as a process; the tests with a live worker need sandboxes too.
+pytestmark = pytest.mark.slow
+
 Run = Callable[..., Awaitable[subprocess.CompletedProcess[str]]]
 
 
