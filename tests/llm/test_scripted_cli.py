@@ -9,10 +9,13 @@ import sys
 from pathlib import Path
 
 import httpx
+import pytest
 
 from scripted_llm import DEMO_SCRIPT
 
 ROOT = Path(__file__).resolve().parents[2]
+
+pytestmark = pytest.mark.slow  # each starts the server as a process
 
 
 async def _start(*args: str) -> asyncio.subprocess.Process:
