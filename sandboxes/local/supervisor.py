@@ -4,7 +4,7 @@ Started by the backend in its own session (`python -m sandboxes.local.supervisor
 outlives worker restarts. It mounts the workspace (a size-capped tmpfs holding an overlay over the
 template), makes the cgroups, runs bubblewrap with envd inside, serves the preview ports and the
 registry proxy, and tears everything down when the sandbox is killed, expires, or envd dies.
-Standard library only (plus its siblings), so it starts fast.
+Standard library only (plus its siblings and runtime/relay.py), so it starts fast.
 """
 
 from __future__ import annotations
@@ -14,8 +14,13 @@ import types
 from pathlib import Path
 
 if __name__ == "__main__":  # started as a script: skip the package __init__s (they cost ~30 ms)
-    _here = Path(__file__).resolve().parent
-    for _name, _path in (("sandboxes", _here.parent), ("sandboxes.local", _here)):
+    _here = Path(__file__).resolve().parent  # and find `runtime` (for its relay) without a path
+    _packages = (
+        ("sandboxes", _here.parent),
+        ("sandboxes.local", _here),
+        ("runtime", _here.parents[1] / "runtime"),
+    )
+    for _name, _path in _packages:
         _module = types.ModuleType(_name)
         _module.__path__ = [str(_path)]
         sys.modules.setdefault(_name, _module)
