@@ -34,9 +34,9 @@ def tracked() -> set[str]:
 
 def named_paths(text: str) -> set[str]:
     """Words in code spans and code blocks that name a file or a directory of the repository."""
-    words = set(_CODE.findall(text))
-    for block in _FENCE.findall(text):
-        words.update(block.split())
+    words = set()
+    for span in [*_CODE.findall(text), *_FENCE.findall(text)]:
+        words.update(span.split())
     found = set()
     for word in words:
         word = word.strip("(),;:")
