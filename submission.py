@@ -26,25 +26,25 @@ from temporalio.client import Client, WorkflowExecutionStatus
 from temporalio.exceptions import WorkflowAlreadyStartedError
 from temporalio.service import RPCError, RPCStatusCode
 
+from contract import (
+    MAX_PROMPT_CHARS,
+    EnqueueMessage,
+    MessageOutcome,
+    ProjectInput,
+    RunProgress,
+    agent_run_workflow_id,
+    project_workflow_id,
+)
 from runtime.settings import Settings
 from storage import queries
 from storage.db import Database
 from storage.errors import ProjectNotFoundError
 from storage.models import Message
-from workflows.code_agent import CodeAgentWorkflow, RunProgress
-from workflows.project import (
-    EnqueueMessage,
-    MessageOutcome,
-    ProjectInput,
-    ProjectWorkflow,
-    agent_run_workflow_id,
-    project_search_attributes,
-    project_workflow_id,
-)
+from workflows.code_agent import CodeAgentWorkflow
+from workflows.project import ProjectWorkflow, project_search_attributes
 
 log = logging.getLogger(__name__)
 
-MAX_PROMPT_CHARS = 10_000
 WORKER_GRACE_SECONDS = 3.0
 """How long a submission may wait unpicked before the client says no worker is polling."""
 POLLER_FRESH_SECONDS = 75.0

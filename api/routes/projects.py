@@ -14,17 +14,13 @@ from temporalio.service import RPCError, RPCStatusCode
 
 from api.context import ApiContext, context_of
 from api.errors import not_found
+from contract import CancelRun, DeleteProject, project_workflow_id
 from runtime import metrics
 from storage import events, listing, queries
 from storage.errors import ProjectNotFoundError
 from storage.views import message_view
 from submission import InvalidSubmission, Submission, check_submission, enqueue, signal_project
-from workflows.project import (
-    CancelRun,
-    DeleteProject,
-    ProjectWorkflow,
-    project_workflow_id,
-)
+from workflows.project import ProjectWorkflow
 
 router = APIRouter(prefix="/api", tags=["projects"])
 
