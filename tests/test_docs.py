@@ -23,7 +23,11 @@ _PATHLIKE = re.compile(r"^[A-Za-z0-9_][A-Za-z0-9_.-]*(?:/[A-Za-z0-9_.-]+)*/?$")
 def tracked() -> set[str]:
     """Every tracked file and every directory holding one, relative to the repository."""
     listed = subprocess.run(
-        ["git", "ls-files"], cwd=ROOT, capture_output=True, text=True, check=True
+        ["git", "-c", "safe.directory=*", "ls-files"],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        check=True,
     ).stdout.split()
     paths = set(listed)
     for path in listed:
@@ -34,7 +38,9 @@ def tracked() -> set[str]:
 
 def ignored(name: str) -> bool:
     """A path that setup makes and git ignores, such as the web UI's vendored libraries."""
-    check = subprocess.run(["git", "check-ignore", "-q", "--no-index", name], cwd=ROOT)
+    check = subprocess.run(
+        ["git", "-c", "safe.directory=*", "check-ignore", "-q", "--no-index", name], cwd=ROOT
+    )
     return check.returncode == 0
 
 
