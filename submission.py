@@ -28,6 +28,7 @@ from temporalio.service import RPCError, RPCStatusCode
 
 from contract import (
     MAX_PROMPT_CHARS,
+    CancelRun,
     EnqueueMessage,
     MessageOutcome,
     ProjectInput,
@@ -194,6 +195,19 @@ async def signal_project(
         # Two first messages raced and the time-skipping test server does not make
         # signal-with-start atomic; the entity now runs, so signal it.
         await client.get_workflow_handle(workflow_id).signal(signal, argument)
+
+
+async def cancel_running(client: Client, project_id: uuid.UUID) -> bool:
+    """Cancel the project's running message (it ends as an ERROR and keeps its work); False
+    when the project's workflow is not running, so nothing can be."""
+    handle = client.get_workflow_handle(project_workflow_id(project_id))
+    try:
+        await handle.signal(ProjectWorkflow.cancel, CancelRun())
+    except RPCError as error:
+        if error.status != RPCStatusCode.NOT_FOUND:
+            raise
+        return False
+    return True
 
 
 async def reply_to(db: Database, message_id: uuid.UUID) -> Message | None:

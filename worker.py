@@ -46,7 +46,7 @@ log = get_logger("qai.worker")
 WORKFLOWS: list[type] = [ProjectWorkflow, CodeAgentWorkflow]
 
 
-def host_task_queue(task_queue: str, host_id: str) -> str:
+def host_queue_name(task_queue: str, host_id: str) -> str:
     """The queue only this host polls: activities on its (local) sandboxes are sent there."""
     return f"{task_queue}-on-{host_id}"
 
@@ -91,7 +91,7 @@ class Workers:
     def __init__(self, client: Client, services: Services, *, task_queue: str | None = None):
         shared = task_queue or services.settings.qai_task_queue
         self.task_queue = shared
-        self.host_queue = host_task_queue(shared, services.settings.host_id)
+        self.host_queue = host_queue_name(shared, services.settings.host_id)
         activities = activities_for(services, self.host_queue)
         options: dict[str, Any] = {
             "interceptors": [LogContextInterceptor()],

@@ -26,7 +26,7 @@ from contract import (
 )
 from conversation import build_conversation_payload, load_project_conversation_context
 from runtime import metrics
-from sandboxes.template import load_manifest
+from sandboxes.manifest import load_manifest
 from storage import queries, snapshots, transcript
 from storage.errors import MessageNotFoundError, ProjectNotFoundError
 from storage.events import EventKind

@@ -19,8 +19,8 @@ from runtime import metrics
 from runtime.preview_urls import preview_url
 from runtime.settings import SandboxBackendName
 from sandboxes.base import INSTALL_COMMAND, CommandFailedError, Sandbox, SandboxNotFoundError
+from sandboxes.manifest import load_manifest
 from sandboxes.snapshot import WorkspaceSnapshot
-from sandboxes.template import load_manifest
 from storage import previews, snapshots
 
 REQUEST_KEY = "qai_request"

@@ -110,7 +110,6 @@ class CodeAgentWorkflow:
 
     async def _run(self, input: AgentRunInput) -> AgentRunResult:
         self._progress.started_at = workflow.now()
-        workflow.deprecate_patch("host-task-queues")
         try:
             run: StartRunResult = await workflow.execute_activity_method(
                 PersistenceActivities.start_run,
@@ -154,13 +153,11 @@ class CodeAgentWorkflow:
             )
             return await self._save_error(input, text)
 
-        workflow.deprecate_patch("check-the-draft")
         summary, checks = await self._verify(input, run, summary)
 
         # The app is finished: nothing optional may lose it. The sandbox is checked first (and
         # replaced if it died), so the saved preview serves the app.
         self._progress.phase = "saving"
-        workflow.deprecate_patch("optional-steps-never-fail")
         try:
             await self._sandbox.keep_alive()
         except SandboxKeptDying as gave_up:

@@ -88,7 +88,6 @@ class ProjectWorkflow:
     @workflow.run
     async def run(self, input: ProjectInput) -> None:
         idle = timedelta(seconds=input.idle_timeout_seconds)
-        workflow.deprecate_patch("preview-lifecycle")
         self._preview.begin()
         while True:
             if await self._preview.wait_for_work(idle, self._has_work):
@@ -208,7 +207,6 @@ class ProjectWorkflow:
             result: AgentRunResult = await self._child
         except ChildWorkflowError as error:
             workflow.logger.error("agent run %s failed: %s", workflow_id, error.cause or error)
-            workflow.deprecate_patch("save-reply-of-failed-run")
             return await self._save_failed_run(message_id, workflow_id)
         finally:
             self._child = None

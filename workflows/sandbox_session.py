@@ -57,10 +57,8 @@ class SandboxSession:
         the project's workspace back."""
         try:
             self.lease = await self._acquire(self._input.sandbox_id)
-            if self.lease.fresh:
-                workflow.deprecate_patch("workspace-snapshots")
-                if self._run.restorable:
-                    await self._restore()
+            if self.lease.fresh and self._run.restorable:
+                await self._restore()
         except ActivityError:
             self.lease = None
             raise
@@ -92,7 +90,6 @@ class SandboxSession:
             except ActivityError as error:
                 if not sandbox_gone(error):
                     raise
-                workflow.deprecate_patch("workspace-snapshots")
                 restarted = await self._replace()
                 self._progress.phase = "tool"
 
