@@ -23,6 +23,7 @@ import pytest
 
 from runtime.processes import free_port
 from runtime.settings import Settings, get_settings
+from sandboxes import manifest as manifest_module
 from sandboxes import template as tpl
 from sandboxes.manifest import TemplateError, load_manifest, template_source
 from sandboxes.template import READY_MARKER, ensure_template, template_hash
@@ -96,7 +97,7 @@ def source_copy(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
     """The template's sources (no node_modules) under a temporary `sandbox-templates/`."""
     root = tmp_path / "sandbox-templates"
     shutil.copytree(SOURCE, root / "nextjs", ignore=shutil.ignore_patterns(*tpl.IGNORED_NAMES))
-    monkeypatch.setattr(tpl, "TEMPLATES_SOURCE", root)
+    monkeypatch.setattr(manifest_module, "TEMPLATES_SOURCE", root)
     return root / "nextjs"
 
 
