@@ -18,7 +18,7 @@ from agent.prompt import system_prompt
 from conversation import build_conversation_payload, load_project_conversation_context
 from runtime import metrics
 from sandboxes.template import load_manifest
-from storage import queries, snapshots, transcript
+from storage import images, queries, snapshots, transcript
 from storage.errors import MessageNotFoundError, ProjectNotFoundError
 from storage.events import EventKind
 from storage.models import FragmentData, Message, MessageRole, MessageType
@@ -54,6 +54,8 @@ class RecordMessageInput(BaseModel):
     prompt: str
     new_project_name: str | None = None
     """Set for a project's first message: the project row is created with this name."""
+    image_ids: list[str] = []
+    """The message's images, stored by the client under its id: named for the workspace."""
 
 
 class RecordedMessage(BaseModel):
@@ -96,12 +98,14 @@ async def emit_message(
     services: Services, message: Message, run_id: uuid.UUID | None = None
 ) -> None:
     """A `message` event for a saved message (its fragment loaded), once per message."""
+    async with services.db.session() as session:
+        attached = (await images.for_messages(session, [message.id])).get(message.id, [])
     await emit(
         services.db,
         run_id or message.id,
         EventKind.MESSAGE,
         f"message:{message.id}",
-        message_view(message),
+        message_view(message, attached),
     )
 
 
@@ -128,6 +132,8 @@ class PersistenceActivities:
                 )
             except (ProjectNotFoundError, MessageNotFoundError) as error:
                 raise _permanent(error) from error
+            if input.image_ids:
+                await images.assign_upload_names(session, input.project_id, input.message_id)
             message = await queries.get_message(session, input.message_id)
         if message is not None:
             await emit_message(self._services, message)

@@ -99,6 +99,8 @@ class EnqueueMessage(BaseModel):
     prompt: str = Field(min_length=1, max_length=10_000)
     new_project_name: str | None = None
     """Set for the first message of a new project: the project row is created with it."""
+    image_ids: list[str] = Field(default_factory=list)
+    """The attached images' ids (sha256); the client stored them before signalling."""
 
 
 class CancelRun(BaseModel):
@@ -342,6 +344,7 @@ class ProjectWorkflow:
                         message_id=key,
                         prompt=message.prompt,
                         new_project_name=message.new_project_name,
+                        image_ids=message.image_ids,
                     ),
                     start_to_close_timeout=timedelta(seconds=30),
                     retry_policy=RECORD_RETRY,
