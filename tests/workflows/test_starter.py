@@ -23,8 +23,10 @@ from runtime.processes import free_port
 from runtime.temporal import connect_temporal
 from sandboxes.base import SandboxBackend
 from scripted_llm import scripted_llm_server
+from storage import images
 from storage.db import Database
 from storage.models import Message, Project
+from tests.image_samples import bad_images
 from tests.workflows.conftest import ROOT, preview_text, settings_for
 from worker import build_workers
 from workflows.project import ProjectWorkflow, project_workflow_id
@@ -97,6 +99,34 @@ async def test_bad_input_is_refused_and_writes_nothing(
     [line] = result.stderr.strip().splitlines()
     assert line.startswith(f"qai: {message}")
     assert await _counts(clean_db) == (0, 0)
+
+
+@pytest.mark.parametrize(
+    ("case", "files", "words"), bad_images(), ids=[case for case, _, _ in bad_images()]
+)
+async def test_bad_images_are_refused_in_one_line_and_write_nothing(
+    offline_starter: Run, clean_db: Database, tmp_path: Path, case: str, files: list, words: str
+) -> None:
+    paths = []
+    for index, (name, data) in enumerate(files):
+        folder = tmp_path / str(index)
+        folder.mkdir()
+        (folder / name).write_bytes(data)
+        paths += ["--image", str(folder / name)]
+    for args in (("new", "Build this page"), ("send", str(uuid.UUID(int=9)), "Use this")):
+        result = await offline_starter(*args, *paths)
+        assert result.returncode == 2, result.stderr
+        [line] = result.stderr.strip().splitlines()
+        assert line.startswith("qai: ") and words in line, line
+    assert await _counts(clean_db) == (0, 0)
+    async with clean_db.session() as session:
+        assert await images.count_images(session) == 0
+
+
+async def test_a_missing_image_file_is_one_line(offline_starter: Run, tmp_path: Path) -> None:
+    result = await offline_starter("new", "Build this", "--image", str(tmp_path / "gone.png"))
+    assert result.returncode == 2
+    assert result.stderr.strip() == f"qai: {tmp_path / 'gone.png'}: no such file"
 
 
 async def test_unreachable_temporal_is_reported_before_anything_is_written(
