@@ -16,6 +16,7 @@ from activities.services import Services
 from agent.checks import CheckIssue, ChecksReport, feedback
 from agent.prompt import system_prompt
 from conversation import build_conversation_payload, load_project_conversation_context
+from conversation.images import name_images, user_content
 from runtime import metrics
 from sandboxes.template import load_manifest
 from storage import images, queries, snapshots, transcript
@@ -46,6 +47,8 @@ class StartRunResult(BaseModel):
     restorable: bool = False
     """The project has a workspace snapshot (or files) that a new sandbox must get back."""
     max_sandbox_replacements: int = 0
+    uploads: int = 0
+    """Images attached to the message, to be written to public/uploads/ in the workspace."""
 
 
 class RecordMessageInput(BaseModel):
@@ -165,8 +168,12 @@ class PersistenceActivities:
                 )
             # Only what came before this message: later ones are still waiting in the queue.
             earlier = context.messages[: position + 1]
+            attached = await images.for_messages(session, [m.id for m in earlier])
             payload = build_conversation_payload(
-                context.project_summary, earlier, user_message, user_message.content
+                context.project_summary,
+                name_images(earlier, attached),
+                user_message,
+                user_message.content,
             )
             manifest = load_manifest()
             system = system_prompt(
@@ -175,7 +182,9 @@ class PersistenceActivities:
                 port=manifest.port,
                 notes=manifest.notes,
             )
-            await transcript.start(session, input.run_id, system=system, user=payload)
+            current = attached.get(user_message.id, [])
+            user = user_content(payload, current)
+            await transcript.start(session, input.run_id, system=system, user=user)
             await session.commit()
             previous = context.latest_fragment
             snapshot = await snapshots.latest(session, input.project_id, up_to_run=input.run_id)
@@ -191,6 +200,7 @@ class PersistenceActivities:
             restorable=snapshot is not None or bool(previous and previous.files),
             max_sandbox_replacements=settings.qai_sandbox_replacements,
             fix_attempts=settings.qai_fix_attempts,
+            uploads=len(current),
         )
 
     @activity.defn(name="add_check_feedback")
