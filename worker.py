@@ -29,6 +29,7 @@ from activities.previews import PreviewActivities
 from activities.sandbox import SandboxActivities
 from activities.services import Services, open_services
 from activities.tools import ToolActivities
+from activities.uploads import UploadActivities
 from activities.versions import VersionActivities
 from gateway.server import count_previews, running_gateway
 from runtime import metrics
@@ -60,6 +61,7 @@ def activities_for(services: Services, host_queue: str) -> list[Any]:
     versions = VersionActivities(services)
     deletion = DeletionActivities(services)
     checks = CheckActivities(services)
+    uploads = UploadActivities(services)
     return [
         sandbox.acquire_sandbox,
         sandbox.hydrate_sandbox,
@@ -79,6 +81,7 @@ def activities_for(services: Services, host_queue: str) -> list[Any]:
         persistence.save_reply,
         versions.restore_version,
         deletion.delete_project,
+        uploads.place_uploads,
     ]
 
 

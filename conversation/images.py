@@ -73,9 +73,7 @@ def user_content(payload: str, attached: Sequence[AttachedImage]) -> str | list[
         {"type": "text", "text": f"{payload}\n\n{uploads_note(attached)}"}
     ]
     for image in attached:
-        parts.append(
-            {"type": "image_url", "image_url": {"url": f"{REFERENCE}{image.image_id}"}}
-        )
+        parts.append({"type": "image_url", "image_url": {"url": f"{REFERENCE}{image.image_id}"}})
     return parts
 
 

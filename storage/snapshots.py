@@ -93,3 +93,9 @@ async def latest(
         query = query.where(position < bound if before else position <= bound)
     archive = (await session.execute(query)).scalar_one_or_none()
     return WorkspaceSnapshot.from_archive(archive) if archive is not None else None
+
+
+async def has_run_snapshot(session: AsyncSession, run_id: uuid.UUID) -> bool:
+    """Whether the run has saved a snapshot of its own yet."""
+    found = await session.scalar(sa.select(SnapshotRow.run_id).where(SnapshotRow.run_id == run_id))
+    return found is not None

@@ -47,6 +47,7 @@ with workflow.unsafe.imports_passed_through():
         SandboxLease,
     )
     from activities.tools import RESTARTED_NOTE, ToolActivities, ToolCallInput, ToolCallResult
+    from activities.uploads import PlaceUploadsInput, UploadActivities
     from agent.checks import CheckResult, ChecksReport, CheckStatus, fingerprint, report
     from agent.prompt import fallback_title
 
@@ -104,6 +105,9 @@ FIX_ROUND_ITERATIONS = 6
 """Iterations a fix round may use, on top of QAI_MAX_ITERATIONS: fixing never ends a run."""
 """The preview is checked before the RESULT is saved; the title can only fall back."""
 
+
+UPLOADS_PATCH = "images-in-workspace"
+"""The message's images are written to public/uploads/ before the agent runs."""
 
 HOST_QUEUES_PATCH = "host-task-queues"
 """Activities on a sandbox run on the task queue of the host holding it."""
@@ -211,6 +215,7 @@ class CodeAgentWorkflow:
         self._progress.phase = "sandbox"
         try:
             lease = await self._sandbox(input, run)
+            await self._place_uploads(input, run, lease)
         except ActivityError as error:
             text = _failure_text(error)
             if not isinstance(error.cause, CancelledError):
@@ -422,6 +427,7 @@ class CodeAgentWorkflow:
         workflow.logger.warning("the sandbox died; replacing it (%d)", self._replacements)
         lease = await self._acquire(input, sandbox_id=None)
         restored = await self._restore(input, lease)
+        await self._place_uploads(input, run, lease)
         if restored.problem is None:
             return lease, RESTARTED_NOTE
         return lease, f"{RESTARTED_NOTE}\n{restored.problem}"
@@ -492,6 +498,24 @@ class CodeAgentWorkflow:
                 summary=f"restore {run.previous_files} files",
             )
         return lease
+
+    async def _place_uploads(
+        self, input: AgentRunInput, run: StartRunResult, lease: SandboxLease
+    ) -> None:
+        """Write the message's images into public/uploads/ (only runs that have images)."""
+        if not run.uploads or not workflow.patched(UPLOADS_PATCH):
+            return
+        await workflow.execute_activity_method(
+            UploadActivities.place_uploads,
+            PlaceUploadsInput(
+                project_id=input.project_id, run_id=input.message_id, sandbox_id=lease.sandbox_id
+            ),
+            start_to_close_timeout=timedelta(minutes=2),
+            heartbeat_timeout=timedelta(seconds=60),
+            retry_policy=SANDBOX_RETRY,
+            summary=f"place {run.uploads} image{'s' if run.uploads != 1 else ''} in public/uploads",
+            **self._on_host(lease),
+        )
 
     async def _acquire(self, input: AgentRunInput, sandbox_id: str | None) -> SandboxLease:
         """The sandbox `sandbox_id` while it lives (asked of its host), else a new one on any
