@@ -29,7 +29,7 @@ from temporalio.service import RPCError
 
 from runtime.settings import Settings, settings_or_exit
 from runtime.temporal import TemporalConnectionError, connect_temporal
-from storage import queries
+from storage import images, queries
 from storage.db import Database
 from storage.errors import ProjectNotFoundError, StorageError
 from storage.image_files import MAX_IMAGE_BYTES, MAX_IMAGES
@@ -218,6 +218,7 @@ async def _show(args: argparse.Namespace, db: Database) -> int:
         if project is None:
             raise ProjectNotFoundError(project_id)
         messages = await queries.get_messages(session, project_id)
+        attached = await images.for_messages(session, [m.id for m in messages])
     if args.json:
         print(
             json.dumps(
@@ -233,6 +234,16 @@ async def _show(args: argparse.Namespace, db: Database) -> int:
                             "content": m.content,
                             "created_at": m.created_at.isoformat(),
                             "fragment": _fragment_json(m),
+                            "images": [
+                                {
+                                    "id": image.image_id,
+                                    "name": image.name,
+                                    "content_type": image.content_type,
+                                    "width": image.width,
+                                    "height": image.height,
+                                }
+                                for image in attached.get(m.id, [])
+                            ],
                         }
                         for m in messages
                     ],
@@ -246,6 +257,8 @@ async def _show(args: argparse.Namespace, db: Database) -> int:
         who = "You" if m.role == MessageRole.USER else "Agent"
         marker = " [ERROR]" if m.type.value == "ERROR" else ""
         print(f"{m.created_at:%Y-%m-%d %H:%M}  {who}{marker}: {m.content}")
+        for image in attached.get(m.id, []):
+            print(f"    {image.label()}")
         if m.fragment is not None:
             print(f"    {m.fragment.title} · {m.fragment.sandbox_url}")
             print(f"    files: {', '.join(sorted(m.fragment.files))}")
