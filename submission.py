@@ -145,7 +145,8 @@ async def check_submission(
     follow-ups too: they are recorded after it, in arrival order.
     """
     text = check_prompt(prompt)
-    checked = check_uploads(uploads)
+    # Decoding and re-encoding images takes a while: off the event loop (the API serves on).
+    checked = await asyncio.to_thread(check_uploads, uploads) if uploads else ()
     new_project_name = None
     if project_id is None:
         project_id = uuid.uuid4()

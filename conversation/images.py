@@ -8,6 +8,7 @@ request its first attempt sent.
 
 from __future__ import annotations
 
+import asyncio
 import base64
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
@@ -21,6 +22,10 @@ from storage.images import AttachedImage
 
 REFERENCE = "qai-image:"
 UPLOADS = "public/uploads"
+_CACHE_SIZE = 16
+_data_urls: dict[str, str] = {}
+"""Data URLs built lately, by image id: every iteration of a run sends the same images, and
+the same bytes always give the same URL, so a cached one is exactly what a rebuild gives."""
 
 
 @dataclass(frozen=True)
@@ -106,13 +111,8 @@ async def with_image_data(
     urls: dict[str, str] = {}
     for message in messages:
         for image_id in _references(message):
-            if image_id in urls:
-                continue
-            row = await images.image_bytes(session, image_id)
-            if row is None:
-                raise ImageMissing(image_id)
-            data, content_type, _, _ = for_model(row.data, row.content_type)
-            urls[image_id] = f"data:{content_type};base64,{base64.b64encode(data).decode()}"
+            if image_id not in urls:
+                urls[image_id] = await _data_url(session, image_id)
     if not urls:
         return [dict(message) for message in messages]
     expanded = []
@@ -122,6 +122,22 @@ async def with_image_data(
             content = [_expanded(part, urls) for part in content]
         expanded.append({**message, "content": content})
     return expanded
+
+
+async def _data_url(session: AsyncSession, image_id: str) -> str:
+    cached = _data_urls.get(image_id)
+    if cached is not None:
+        return cached
+    row = await images.image_bytes(session, image_id)
+    if row is None:
+        raise ImageMissing(image_id)
+    # Decoding and resizing a large image takes a while: off the event loop.
+    data, content_type, _, _ = await asyncio.to_thread(for_model, row.data, row.content_type)
+    url = f"data:{content_type};base64,{base64.b64encode(data).decode()}"
+    if len(_data_urls) >= _CACHE_SIZE:
+        _data_urls.pop(next(iter(_data_urls)))
+    _data_urls[image_id] = url
+    return url
 
 
 def _expanded(part: Any, urls: Mapping[str, str]) -> Any:

@@ -74,6 +74,7 @@ async def test_an_image_from_prompt_to_preview(api_stack) -> None:
         assert created.status_code == 201, created.text
         project_id, message_id = created.json()["project_id"], created.json()["message_id"]
         await wait_for_reply(stack, project_id, message_id)
+        await stack.harness.record_histories(uuid.UUID(project_id), uuid.UUID(message_id))
         project = (await http.get(f"/api/projects/{project_id}")).json()
         user, reply = project["messages"]
         assert reply["type"] == "RESULT", reply["content"]
