@@ -7,9 +7,8 @@ from typing import Any
 from sqlalchemy.ext.asyncio import AsyncSession
 from temporalio.exceptions import ApplicationError
 
+from contract import StoreErrorType
 from conversation.images import ImageMissing, has_images, with_image_data
-
-IMAGE_MISSING = "ImageMissing"
 
 
 async def model_messages(
@@ -22,6 +21,6 @@ async def model_messages(
         raise ApplicationError(
             "An image attached to this message is no longer stored; send the message again "
             "with the image.",
-            type=IMAGE_MISSING,
+            type=StoreErrorType.IMAGE_MISSING,
             non_retryable=True,
         ) from None

@@ -7,28 +7,15 @@ file, for restore, download and later runs.
 
 from __future__ import annotations
 
-import uuid
-
-from pydantic import BaseModel
 from temporalio import activity
 
 from activities.errors import sandbox_failure
 from activities.heartbeat import heartbeating
 from activities.services import Services
+from contract import PlacedUploads, PlaceUploadsInput
 from conversation.images import UPLOADS
 from sandboxes.base import SandboxError, WriteEntry
 from storage import images, snapshots
-
-
-class PlaceUploadsInput(BaseModel):
-    project_id: uuid.UUID
-    run_id: uuid.UUID
-    """The user message whose images are placed."""
-    sandbox_id: str
-
-
-class PlacedUploads(BaseModel):
-    paths: list[str]
 
 
 class UploadActivities:

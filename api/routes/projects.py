@@ -17,6 +17,7 @@ from temporalio.service import RPCError, RPCStatusCode
 from api.context import ApiContext, context_of
 from api.errors import not_found
 from api.limits import BodyTooLarge
+from contract import DeleteProject, project_workflow_id
 from runtime import metrics
 from storage import events, images, listing, queries
 from storage.errors import ProjectNotFoundError
@@ -26,15 +27,10 @@ from submission import (
     ImageUpload,
     InvalidSubmission,
     Submission,
+    cancel_running,
     check_submission,
     send,
     signal_project,
-)
-from workflows.project import (
-    CancelRun,
-    DeleteProject,
-    ProjectWorkflow,
-    project_workflow_id,
 )
 
 router = APIRouter(prefix="/api", tags=["projects"])
@@ -288,12 +284,7 @@ async def send_message(project_id: str, request: Request, context: Context) -> A
 async def cancel(project_id: str, context: Context) -> dict[str, str]:
     """Cancel the running message: it ends as an ERROR and keeps what it wrote."""
     key = await _existing(context, project_id)
-    handle = context.temporal.get_workflow_handle(project_workflow_id(key))
-    try:
-        await handle.signal(ProjectWorkflow.cancel, CancelRun())
-    except RPCError as error:
-        if error.status != RPCStatusCode.NOT_FOUND:
-            raise
+    if not await cancel_running(context.temporal, key):
         return {"detail": "nothing is running in this project"}
     return {"detail": "the running message is being cancelled"}
 

@@ -14,9 +14,10 @@ import sqlalchemy as sa
 from temporalio.exceptions import ApplicationError
 from temporalio.testing import ActivityEnvironment
 
-from activities.llm import AgentTurnInput, LlmActivities
-from activities.persistence import PersistenceActivities, RecordMessageInput, StartRunInput
+from activities.llm import LlmActivities
+from activities.persistence import PersistenceActivities
 from agent.llm import LLMErrorType, make_openai_client
+from contract import AgentTurnInput, RecordMessageInput, StartRunInput
 from scripted_llm import scripted_llm_server
 from scripted_llm.protocol import first_user_text
 from storage import images
