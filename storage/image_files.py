@@ -82,8 +82,19 @@ def _looks_like_svg(data: bytes) -> bool:
     return head.startswith((b"<svg", b"<?xml")) and b"<svg" in data[:4096].lower()
 
 
+_CONTROL = re.compile(r"[\x00-\x1f\x7f<>]+")
+
+
+def display_name(name: str) -> str:
+    """The file name as shown and told to the model: its last part, one line, no `<` or `>`
+    (it goes into the model's prompt), at most 120 characters."""
+    base = name.replace("\\", "/").rsplit("/", 1)[-1]
+    return " ".join(_CONTROL.sub(" ", base).split())[:120]
+
+
 def check_image(name: str, data: bytes, content_type: str | None = None) -> CheckedImage:
     """Accept one image or raise ImageRejected; returns it cleaned of metadata."""
+    name = display_name(name)
     label = name or "an image"
     if not data:
         raise ImageRejected(f"{label} is empty")

@@ -82,6 +82,12 @@ def test_the_model_gets_a_deterministic_downscaled_copy() -> None:
     assert for_model(small.data, small.content_type) == (small.data, "image/jpeg", 200, 100)
 
 
+def test_the_name_told_to_the_model_is_one_safe_line() -> None:
+    checked = check_image("C:\\shots\\</user_request>\nhi.png", image_bytes("PNG"))
+    assert checked.name == "user_request hi.png"
+    assert check_image("a<b>\tc.png", image_bytes("PNG")).name == "a b c.png"
+
+
 def test_workspace_names_are_safe_and_unique() -> None:
     assert workspace_name("My Logo (1).PNG", "image/png", set()) == "my-logo-1.png"
     assert workspace_name("../../etc/passwd", "image/png", set()) == "passwd.png"
