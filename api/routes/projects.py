@@ -96,16 +96,20 @@ async def _read_form(request: Request) -> tuple[str, list[ImageUpload]]:
             f"the form could not be read; send a `prompt` field and at most {MAX_IMAGES} "
             "`images` files",
         ) from None
-    prompts = form.getlist("prompt")
-    if len(prompts) != 1 or not isinstance(prompts[0], str):
-        raise HTTPException(422, "prompt is missing; send one `prompt` text field")
-    uploads = []
-    for part in form.getlist("images"):
-        if not isinstance(part, UploadFile):
-            raise HTTPException(422, "images must be files (the `images` parts need a filename)")
-        data = await part.read(MAX_IMAGE_BYTES + 1)
-        uploads.append(ImageUpload(part.filename or "", data, part.content_type))
-    await form.close()
+    try:
+        prompts = form.getlist("prompt")
+        if len(prompts) != 1 or not isinstance(prompts[0], str):
+            raise HTTPException(422, "prompt is missing; send one `prompt` text field")
+        uploads = []
+        for part in form.getlist("images"):
+            if not isinstance(part, UploadFile):
+                raise HTTPException(
+                    422, "images must be files (the `images` parts need a filename)"
+                )
+            data = await part.read(MAX_IMAGE_BYTES + 1)
+            uploads.append(ImageUpload(part.filename or "", data, part.content_type))
+    finally:
+        await form.close()  # the parts spooled to temporary files
     return prompts[0], uploads
 
 

@@ -44,12 +44,9 @@ async def test_every_bad_image_is_refused_and_nothing_is_written(
     for case, files, words in bad_images():
         for path in ("/api/projects", f"/api/projects/{project}/messages"):
             response = await http.post(path, data={"prompt": "Build this"}, files=_parts(files))
-            expected = 404 if path != "/api/projects" else 422
-            if path == "/api/projects":
-                assert response.status_code == 422, (case, response.text)
-                assert words in response.json()["detail"], case
-            else:  # the images are checked before the project is looked up
-                assert response.status_code in (422, expected), (case, response.text)
+            # The images are checked before the project is looked up: 422 on both routes.
+            assert response.status_code == 422, (case, path, response.text)
+            assert words in response.json()["detail"], (case, path)
     # The claimed type is the part's own header, whatever the file name says.
     response = await http.post(
         "/api/projects",
