@@ -44,7 +44,7 @@ async def fragment_workspace(session: AsyncSession, fragment: Fragment) -> Works
             sa.select(SnapshotRow.archive).where(SnapshotRow.run_id == candidate)
         )
         if archive is not None:
-            return WorkspaceSnapshot.from_archive(archive)
+            return await snapshots.load(session, archive)
     return WorkspaceSnapshot(files={path: text.encode() for path, text in fragment.files.items()})
 
 

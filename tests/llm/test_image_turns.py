@@ -168,3 +168,41 @@ async def test_deleting_a_project_keeps_images_another_project_uses(clean_db: Da
         assert await images.project_image(session, projects[0], shared.sha256) is None
         await versions.delete_project(session, projects[1])
         assert await images.count_images(session) == 0
+
+
+async def test_snapshots_keep_the_project_images_by_reference(clean_db: Database) -> None:
+    """Every run's snapshot holds public/uploads/; the bytes of the project's own images are
+    stored once (in `images`), and loading a snapshot puts them back."""
+    from sandboxes.snapshot import WorkspaceSnapshot
+    from storage import snapshots, versions
+    from storage.queries import record_user_message
+
+    photo = check_image("photo.jpg", image_bytes("JPEG", (800, 600)))
+    stranger = image_bytes("PNG", (300, 300), color=(9, 9, 9))  # the agent's own file
+    project_id, message_id = uuid.uuid4(), uuid.uuid4()
+    async with clean_db.session() as session:
+        await images.store_for_message(
+            session, project_id=project_id, message_id=message_id, images=[photo]
+        )
+        await record_user_message(
+            session, project_id=project_id, message_id=message_id, content="x", new_project_name="p"
+        )
+        workspace = WorkspaceSnapshot(
+            files={
+                "app/page.tsx": b"export default function Page() {}\n",
+                "public/uploads/photo.jpg": photo.data,
+                "public/uploads/other.png": stranger,
+            }
+        )
+        await snapshots.save(
+            session, project_id=project_id, run_id=message_id, snapshot=workspace, tool_call_id=None
+        )
+        await session.commit()
+        row = await session.get(snapshots.SnapshotRow, message_id)
+        assert row is not None and row.size == workspace.size
+        assert len(row.archive) < len(photo.data)  # the photo is not in the archive
+        loaded = await snapshots.latest(session, project_id)
+        assert loaded is not None and loaded.files == workspace.files and loaded.skipped == []
+        # Deleting the project deletes the snapshot and the image together.
+        await versions.delete_project(session, project_id)
+        assert await images.count_images(session) == 0
