@@ -86,6 +86,8 @@ class StoreErrorType(StrEnum):
     UNKNOWN_MESSAGE = "UnknownMessage"
     UNKNOWN_FRAGMENT = "UnknownFragment"
     UNKNOWN_TOOL_CALL = "UnknownToolCall"
+    IMAGE_MISSING = "ImageMissing"
+    """An image the message references is no longer stored."""
 
 
 # --- the project workflow ---------------------------------------------------------------------
@@ -121,6 +123,8 @@ class EnqueueMessage(BaseModel):
     prompt: str = Field(min_length=1, max_length=MAX_PROMPT_CHARS)
     new_project_name: str | None = None
     """Set for the first message of a new project: the project row is created with it."""
+    image_ids: list[str] = Field(default_factory=list)
+    """The attached images' ids (sha256); the client stored them before signalling."""
 
 
 class CancelRun(BaseModel):
@@ -248,6 +252,8 @@ class RecordMessageInput(BaseModel):
     prompt: str
     new_project_name: str | None = None
     """Set for a project's first message: the project row is created with this name."""
+    image_ids: list[str] = Field(default_factory=list)
+    """The message's images, stored by the client under its id: named for the workspace."""
 
 
 class RecordedMessage(BaseModel):
@@ -276,6 +282,21 @@ class StartRunResult(BaseModel):
     restorable: bool = False
     """The project has a workspace snapshot (or files) that a new sandbox must get back."""
     max_sandbox_replacements: int = 0
+    uploads: int = 0
+    """Images attached to the message, to be written to public/uploads/ in the workspace."""
+
+
+class PlaceUploadsInput(BaseModel):
+    """Activity `place_uploads`: the message's images into the sandbox's public/uploads/."""
+
+    project_id: uuid.UUID
+    run_id: uuid.UUID
+    """The user message whose images are placed."""
+    sandbox_id: str
+
+
+class PlacedUploads(BaseModel):
+    paths: list[str]
 
 
 class CheckFeedbackInput(BaseModel):

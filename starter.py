@@ -1,7 +1,9 @@
 """The qai command line: start projects, send follow-ups, and look at the results.
 
     python starter.py new "A todo app with filters"
+    python starter.py new "Build this page" --image mock.png
     python starter.py send PROJECT_ID "Add a dark mode toggle"
+    python starter.py send PROJECT_ID "Use this logo in the header" --image logo.png
     python starter.py show PROJECT_ID
     python starter.py list
 
@@ -20,6 +22,7 @@ import sys
 import uuid
 from collections.abc import Sequence
 from contextlib import AsyncExitStack
+from pathlib import Path
 from typing import Any, NoReturn
 
 from temporalio.service import RPCError
@@ -27,17 +30,19 @@ from temporalio.service import RPCError
 from contract import MessageOutcome
 from runtime.settings import Settings, settings_or_exit
 from runtime.temporal import TemporalConnectionError, connect_temporal
-from storage import queries
+from storage import images, queries
 from storage.db import Database
 from storage.errors import ProjectNotFoundError, StorageError
+from storage.image_files import MAX_IMAGE_BYTES, MAX_IMAGES
 from storage.models import Message, MessageRole
 from submission import (
+    ImageUpload,
     InvalidSubmission,
     Waiting,
     check_project_id,
     check_submission,
-    enqueue,
     outcome_of,
+    send,
     wait_for_reply,
 )
 
@@ -133,10 +138,33 @@ def _print_outcome(
     print(f"Run:      {ui_link(settings, outcome.workflow_id)}")
 
 
+def read_images(paths: Sequence[str]) -> list[ImageUpload]:
+    """The files named by `--image`, read (up to just past the size limit) for checking."""
+    if len(paths) > MAX_IMAGES:
+        raise InvalidSubmission(
+            f"{len(paths)} images were attached; the limit is {MAX_IMAGES} per message"
+        )
+    uploads = []
+    for name in paths:
+        path = Path(name)
+        try:
+            with path.open("rb") as file:
+                data = file.read(MAX_IMAGE_BYTES + 1)
+        except FileNotFoundError:
+            raise InvalidSubmission(f"{name}: no such file") from None
+        except IsADirectoryError:
+            raise InvalidSubmission(f"{name} is a directory, not an image") from None
+        except OSError as error:
+            raise InvalidSubmission(f"{name} cannot be read ({error.strerror})") from None
+        uploads.append(ImageUpload(path.name, data))
+    return uploads
+
+
 async def _create_or_send(args: argparse.Namespace, settings: Settings, db: Database) -> int:
     project_id = check_project_id(args.project_id) if args.command == "send" else None
+    uploads = read_images(args.image)
     try:
-        submitted = await check_submission(db, args.prompt, project_id=project_id)
+        submitted = await check_submission(db, args.prompt, project_id=project_id, uploads=uploads)
         client = await connect_temporal(settings)
     except ProjectNotFoundError as missing:
         # Its row may be missing only because no worker has recorded its first message yet.
@@ -144,8 +172,10 @@ async def _create_or_send(args: argparse.Namespace, settings: Settings, db: Data
             client = await connect_temporal(settings)
         except TemporalConnectionError:
             raise missing from None
-        submitted = await check_submission(db, args.prompt, project_id=project_id, client=client)
-    await enqueue(client, settings, submitted.project_id, submitted.message)
+        submitted = await check_submission(
+            db, args.prompt, project_id=project_id, client=client, uploads=uploads
+        )
+    await send(client, db, settings, submitted)
     if args.no_wait:
         ids = {
             "project_id": str(submitted.project_id),
@@ -188,6 +218,7 @@ async def _show(args: argparse.Namespace, db: Database) -> int:
         if project is None:
             raise ProjectNotFoundError(project_id)
         messages = await queries.get_messages(session, project_id)
+        attached = await images.for_messages(session, [m.id for m in messages])
     if args.json:
         print(
             json.dumps(
@@ -203,6 +234,16 @@ async def _show(args: argparse.Namespace, db: Database) -> int:
                             "content": m.content,
                             "created_at": m.created_at.isoformat(),
                             "fragment": _fragment_json(m),
+                            "images": [
+                                {
+                                    "id": image.image_id,
+                                    "name": image.name,
+                                    "content_type": image.content_type,
+                                    "width": image.width,
+                                    "height": image.height,
+                                }
+                                for image in attached.get(m.id, [])
+                            ],
                         }
                         for m in messages
                     ],
@@ -216,6 +257,8 @@ async def _show(args: argparse.Namespace, db: Database) -> int:
         who = "You" if m.role == MessageRole.USER else "Agent"
         marker = " [ERROR]" if m.type.value == "ERROR" else ""
         print(f"{m.created_at:%Y-%m-%d %H:%M}  {who}{marker}: {m.content}")
+        for image in attached.get(m.id, []):
+            print(f"    {image.label()}")
         if m.fragment is not None:
             print(f"    {m.fragment.title} · {m.fragment.sandbox_url}")
             print(f"    files: {', '.join(sorted(m.fragment.files))}")
@@ -274,6 +317,14 @@ def parser() -> argparse.ArgumentParser:
     send.add_argument("prompt")
     for sub in (new, send):
         sub.add_argument("--no-wait", action="store_true", help="return at once with the ids")
+        sub.add_argument(
+            "--image",
+            action="append",
+            default=[],
+            metavar="FILE",
+            help=f"attach an image (PNG, JPEG, WebP or GIF; up to {MAX_IMAGES}, "
+            f"{MAX_IMAGE_BYTES // 1024 // 1024} MB each)",
+        )
     show = commands.add_parser("show", help="show a project's messages and fragments")
     show.add_argument("project_id")
     commands.add_parser("list", help="list projects")

@@ -15,8 +15,8 @@ import logging
 import re
 import time
 import uuid
-from collections.abc import Callable
-from dataclasses import dataclass
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
 
 from pydantic import BaseModel
 from temporalio.api.enums.v1 import TaskQueueKind, TaskQueueType
@@ -37,9 +37,10 @@ from contract import (
     project_workflow_id,
 )
 from runtime.settings import Settings
-from storage import queries
+from storage import images, queries
 from storage.db import Database
 from storage.errors import ProjectNotFoundError
+from storage.image_files import CheckedImage, ImageRejected, check_images
 from storage.models import Message
 from workflows.code_agent import CodeAgentWorkflow
 from workflows.project import ProjectWorkflow, project_search_attributes
@@ -57,11 +58,22 @@ class InvalidSubmission(ValueError):
 
 
 @dataclass(frozen=True)
+class ImageUpload:
+    """An image as the user sent it: its file name, bytes, and the type it claims (if any)."""
+
+    name: str
+    data: bytes
+    content_type: str | None = None
+
+
+@dataclass(frozen=True)
 class Submission:
     """A checked message, ready to send: nothing is written until it is sent."""
 
     project_id: uuid.UUID
     message: EnqueueMessage
+    images: tuple[CheckedImage, ...] = field(default=())
+    """Checked and cleaned of metadata; stored by `send`, their ids in `message`."""
 
     @property
     def message_id(self) -> uuid.UUID:
@@ -104,6 +116,14 @@ def check_project_id(value: str) -> uuid.UUID:
         ) from None
 
 
+def check_uploads(uploads: Sequence[ImageUpload]) -> tuple[CheckedImage, ...]:
+    """Every image accepted (count, type, size, pixels), or InvalidSubmission; writes nothing."""
+    try:
+        return tuple(check_images([(u.name, u.data, u.content_type) for u in uploads]))
+    except ImageRejected as error:
+        raise InvalidSubmission(str(error)) from None
+
+
 def project_name(prompt: str) -> str:
     words = re.findall(r"[a-z0-9]+", prompt.lower())[:4]
     return "-".join(words) or "project"
@@ -116,8 +136,9 @@ async def check_submission(
     project_id: uuid.UUID | None = None,
     message_id: uuid.UUID | None = None,
     client: Client | None = None,
+    uploads: Sequence[ImageUpload] = (),
 ) -> Submission:
-    """Check the prompt, and that the project exists; writes nothing.
+    """Check the prompt, the images, and that the project exists; writes nothing.
 
     Without `project_id` the message starts a new project. A `message_id` chosen by the caller
     makes a resubmission of the same message answer it once. With a `client`, a project whose
@@ -125,6 +146,8 @@ async def check_submission(
     follow-ups too: they are recorded after it, in arrival order.
     """
     text = check_prompt(prompt)
+    # Decoding and re-encoding images takes a while: off the event loop (the API serves on).
+    checked = await asyncio.to_thread(check_uploads, uploads) if uploads else ()
     new_project_name = None
     if project_id is None:
         project_id = uuid.uuid4()
@@ -135,9 +158,12 @@ async def check_submission(
         if missing and not (client is not None and await project_pending(client, project_id)):
             raise ProjectNotFoundError(project_id)
     message = EnqueueMessage(
-        message_id=message_id or uuid.uuid4(), prompt=text, new_project_name=new_project_name
+        message_id=message_id or uuid.uuid4(),
+        prompt=text,
+        new_project_name=new_project_name,
+        image_ids=[image.sha256 for image in checked],
     )
-    return Submission(project_id, message)
+    return Submission(project_id, message, checked)
 
 
 async def project_pending(client: Client, project_id: uuid.UUID) -> bool:
@@ -159,13 +185,41 @@ async def submit_prompt(
     *,
     project_id: uuid.UUID | None = None,
     message_id: uuid.UUID | None = None,
+    uploads: Sequence[ImageUpload] = (),
 ) -> Submission:
     """Check, then send: the whole submission for a client that is already connected."""
     submission = await check_submission(
-        db, prompt, project_id=project_id, message_id=message_id, client=client
+        db, prompt, project_id=project_id, message_id=message_id, client=client, uploads=uploads
     )
-    await enqueue(client, settings, submission.project_id, submission.message)
+    await send(client, db, settings, submission)
     return submission
+
+
+async def send(client: Client, db: Database, settings: Settings, submission: Submission) -> None:
+    """Store the message's images (once per content), then hand the message to its workflow.
+
+    The images must be stored first: history carries their ids only. A signal the server
+    plainly refused leaves no images behind.
+    """
+    if submission.images:
+        async with db.session() as session:
+            await images.store_for_message(
+                session,
+                project_id=submission.project_id,
+                message_id=submission.message_id,
+                images=submission.images,
+            )
+    try:
+        await enqueue(client, settings, submission.project_id, submission.message)
+    except RPCError as error:
+        if submission.images and error.status not in _MAYBE_DELIVERED:
+            async with db.session() as session:
+                await images.discard_unrecorded(session, submission.message_id)
+        raise
+
+
+_MAYBE_DELIVERED = {RPCStatusCode.DEADLINE_EXCEEDED, RPCStatusCode.CANCELLED, RPCStatusCode.UNKNOWN}
+"""Signal failures after which the workflow may still have the message (keep its images)."""
 
 
 async def enqueue(

@@ -30,6 +30,7 @@ from activities.sandbox import SandboxActivities
 from activities.sandbox_service import SandboxService
 from activities.services import Services, open_services
 from activities.tools import ToolActivities
+from activities.uploads import UploadActivities
 from activities.versions import VersionActivities
 from gateway.server import count_previews, running_gateway
 from runtime import metrics
@@ -62,6 +63,7 @@ def activities_for(services: Services, host_queue: str) -> list[Any]:
     versions = VersionActivities(services)
     deletion = DeletionActivities(services)
     checks = CheckActivities(services)
+    uploads = UploadActivities(services)
     return [
         sandbox.acquire_sandbox,
         sandbox.restore_workspace,
@@ -80,6 +82,7 @@ def activities_for(services: Services, host_queue: str) -> list[Any]:
         persistence.save_reply,
         versions.restore_version,
         deletion.delete_project,
+        uploads.place_uploads,
     ]
 
 

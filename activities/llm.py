@@ -11,8 +11,15 @@ from temporalio import activity
 
 from activities.events import TokenStream, run_phase
 from activities.heartbeat import heartbeating
+from activities.images import model_messages
 from activities.services import Services
-from agent.llm import chat_completion, classify_llm_error, stream_chat_completion, usage_of
+from agent.llm import (
+    chat_completion,
+    classify_llm_error,
+    images_refused,
+    stream_chat_completion,
+    usage_of,
+)
 from agent.prompt import TITLE_PROMPT, clean_title, extract_task_summary, fallback_title
 from agent.tools import TOOL_DEFINITIONS
 from contract import AgentTurnInput, AgentTurnResult, TitleInput, ToolCallRef
@@ -93,6 +100,7 @@ class LlmActivities:
                 )
                 await session.commit()
                 messages = await transcript.chat_messages(session, input.run_id)
+            messages, images = await model_messages(session, messages)
         tokens_out = TokenStream(db, input.run_id, input.iteration)
         watch = metrics.Stopwatch()
         try:
@@ -107,7 +115,8 @@ class LlmActivities:
                 await tokens_out.flush()
         except APIError as error:
             metrics.model_call_failed(input.model, "agent")
-            raise classify_llm_error(error) from error
+            refused = images_refused(error, input.model) if images else None
+            raise refused or classify_llm_error(error) from error
         choice = completion.choices[0].message
         message: dict = {"role": "assistant", "content": choice.content or ""}
         tokens = usage_of(completion)

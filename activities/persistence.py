@@ -29,9 +29,10 @@ from conversation import (
     compute_rolling_conversation_summary,
     load_project_conversation_context,
 )
+from conversation.images import name_images, user_content
 from runtime import metrics
 from sandboxes.manifest import load_manifest
-from storage import queries, snapshots, transcript
+from storage import images, queries, snapshots, transcript
 from storage.errors import MessageNotFoundError, ProjectNotFoundError
 from storage.events import EventKind
 from storage.models import FragmentData, Message, MessageRole, MessageType
@@ -42,12 +43,14 @@ async def emit_message(
     services: Services, message: Message, run_id: uuid.UUID | None = None
 ) -> None:
     """A `message` event for a saved message (its fragment loaded), once per message."""
+    async with services.db.session() as session:
+        attached = (await images.for_messages(session, [message.id])).get(message.id, [])
     await emit(
         services.db,
         run_id or message.id,
         EventKind.MESSAGE,
         f"message:{message.id}",
-        message_view(message),
+        message_view(message, attached),
     )
 
 
@@ -74,6 +77,8 @@ class PersistenceActivities:
                 )
             except (ProjectNotFoundError, MessageNotFoundError) as error:
                 raise _permanent(error) from error
+            if input.image_ids:
+                await images.assign_upload_names(session, input.project_id, input.message_id)
             message = await queries.get_message(session, input.message_id)
         if message is not None:
             await emit_message(self._services, message)
@@ -105,8 +110,12 @@ class PersistenceActivities:
                 )
             # Only what came before this message: later ones are still waiting in the queue.
             earlier = context.messages[: position + 1]
+            attached = await images.for_messages(session, [m.id for m in earlier])
             payload = build_conversation_payload(
-                context.project_summary, earlier, user_message, user_message.content
+                context.project_summary,
+                name_images(earlier, attached),
+                user_message,
+                user_message.content,
             )
             manifest = load_manifest()
             system = system_prompt(
@@ -115,7 +124,9 @@ class PersistenceActivities:
                 port=manifest.port,
                 notes=manifest.notes,
             )
-            await transcript.start(session, input.run_id, system=system, user=payload)
+            current = attached.get(user_message.id, [])
+            user = user_content(payload, current)
+            await transcript.start(session, input.run_id, system=system, user=user)
             await session.commit()
             previous = context.latest_fragment
             workspace = await snapshots.workspace(session, input.project_id, up_to_run=input.run_id)
@@ -131,6 +142,7 @@ class PersistenceActivities:
             restorable=workspace is not None,
             max_sandbox_replacements=settings.qai_sandbox_replacements,
             fix_attempts=settings.qai_fix_attempts,
+            uploads=len(current),
         )
 
     @activity.defn(name="add_check_feedback")

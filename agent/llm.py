@@ -53,6 +53,7 @@ class LLMErrorType(StrEnum):
     CONNECTION_FAILED = "LLMConnectionFailed"
     BAD_RESPONSE = "LLMBadResponse"
     NOT_CONFIGURED = "LLMNotConfigured"
+    IMAGES_NOT_SUPPORTED = "LLMImagesNotSupported"
     UNEXPECTED = "LLMError"
 
 
@@ -65,6 +66,7 @@ NON_RETRYABLE_LLM_ERROR_TYPES: frozenset[str] = frozenset(
         LLMErrorType.CONTEXT_LENGTH_EXCEEDED,
         LLMErrorType.BAD_REQUEST,
         LLMErrorType.NOT_CONFIGURED,
+        LLMErrorType.IMAGES_NOT_SUPPORTED,
     }
 )
 """Types that `classify_llm_error` always marks non-retryable (for RetryPolicy lists)."""
@@ -277,6 +279,31 @@ def _said(provider_message: str) -> str:
 
 def _is_context_length(error: openai.APIStatusError, provider_message: str) -> bool:
     return error.code == "context_length_exceeded" or bool(_CONTEXT_LENGTH.search(provider_message))
+
+
+_IMAGES_REFUSED = re.compile(r"image|vision|multi-?modal", re.IGNORECASE)
+
+
+def images_refused(exc: BaseException, model: str) -> ApplicationError | None:
+    """The error of a provider that refused a request because it held images, if it is one.
+
+    Providers answer a text-only model's image parts with a 400 (OpenAI: "image_url is only
+    supported by certain models"; vLLM: "not a multimodal model"; Ollama, LM Studio: no
+    vision). Retrying cannot help, so the run ends with words the user can act on.
+    """
+    if not isinstance(exc, openai.APIStatusError) or exc.status_code not in (400, 415, 422):
+        return None
+    said = _provider_message(exc)
+    if not _IMAGES_REFUSED.search(said):
+        return None
+    return _error(
+        f"the model {model} does not accept images; remove the images or choose a vision model",
+        LLMErrorType.IMAGES_NOT_SUPPORTED,
+        retryable=False,
+        status_code=exc.status_code,
+        code=exc.code,
+        provider_message=said,
+    )
 
 
 def classify_llm_error(exc: BaseException, *, model: str | None = None) -> ApplicationError:

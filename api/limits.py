@@ -4,12 +4,29 @@ from __future__ import annotations
 
 import json
 import math
+import re
 import time
 from collections import deque
 
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
+from storage.image_files import MAX_IMAGE_BYTES, MAX_IMAGES
+
 MAX_BODY_BYTES = 64 * 1024
+MAX_SUBMISSION_BYTES = MAX_IMAGES * MAX_IMAGE_BYTES + MAX_BODY_BYTES
+"""A multipart submission: four images at their limit, plus the prompt and the form's framing."""
+SUBMISSION_ROUTES = re.compile(r"/api/projects(/[^/]+/messages)?/?")
+"""The two routes that take images (`POST`, multipart/form-data); every other body: 64 KB."""
+
+
+def body_limit(scope: Scope, default: int = MAX_BODY_BYTES) -> int:
+    """The body limit of a request: larger only for a multipart submission of images."""
+    if scope.get("method") != "POST" or not SUBMISSION_ROUTES.fullmatch(scope.get("path", "")):
+        return default
+    headers = dict(scope.get("headers") or [])
+    if not headers.get(b"content-type", b"").startswith(b"multipart/form-data"):
+        return default
+    return MAX_SUBMISSION_BYTES
 
 
 class BodyTooLarge(Exception):
@@ -27,10 +44,11 @@ class BodyLimitMiddleware:
         if scope["type"] != "http":
             await self.app(scope, receive, send)
             return
+        limit = body_limit(scope, self.max_bytes)
         headers = dict(scope.get("headers") or [])
         length = headers.get(b"content-length")
-        if length is not None and length.isdigit() and int(length) > self.max_bytes:
-            await self._refuse(send)
+        if length is not None and length.isdigit() and int(length) > limit:
+            await self._refuse(send, limit)
             return
         received = 0
         started = False
@@ -40,7 +58,7 @@ class BodyLimitMiddleware:
             message = await receive()
             if message["type"] == "http.request":
                 received += len(message.get("body", b""))
-                if received > self.max_bytes:
+                if received > limit:
                     raise BodyTooLarge()
             return message
 
@@ -53,12 +71,11 @@ class BodyLimitMiddleware:
             await self.app(scope, counting_receive, tracking_send)
         except BodyTooLarge:
             if not started:
-                await self._refuse(send)
+                await self._refuse(send, limit)
 
-    async def _refuse(self, send: Send) -> None:
-        body = json.dumps(
-            {"detail": f"the request body is larger than {self.max_bytes // 1024} KB"}
-        ).encode()
+    async def _refuse(self, send: Send, limit: int) -> None:
+        size = f"{limit // 1024} KB" if limit < 1024 * 1024 else f"{limit / 1024 / 1024:.1f} MB"
+        body = json.dumps({"detail": f"the request body is larger than {size}"}).encode()
         await send(
             {
                 "type": "http.response.start",

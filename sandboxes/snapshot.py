@@ -55,6 +55,10 @@ class WorkspaceSnapshot:
     deleted: list[str] = field(default_factory=list)
     skipped: list[str] = field(default_factory=list)
     """Files over MAX_FILE_BYTES, named so nobody is misled into thinking they were kept."""
+    elsewhere: dict[str, str] = field(default_factory=dict)
+    """Files kept out of the archive because their store holds the bytes (path -> sha256):
+    a message's images, stored once, which every later snapshot of the project would repeat.
+    The store puts them back into `files` when it loads the snapshot."""
 
     @property
     def size(self) -> int:
@@ -79,7 +83,10 @@ class WorkspaceSnapshot:
     def to_archive(self) -> bytes:
         buffer = io.BytesIO()
         with tarfile.open(fileobj=buffer, mode="w:gz", compresslevel=6) as archive:
-            manifest = json.dumps({"deleted": self.deleted, "skipped": self.skipped}).encode()
+            listed = {"deleted": self.deleted, "skipped": self.skipped}
+            if self.elsewhere:
+                listed["elsewhere"] = self.elsewhere
+            manifest = json.dumps(listed).encode()
             _add_file(archive, MANIFEST, manifest, 0o644)
             for path in sorted(self.files):
                 _add_file(archive, path, self.files[path], self.modes.get(path, 0o644))
@@ -98,6 +105,7 @@ class WorkspaceSnapshot:
                 if member.name == MANIFEST:
                     manifest = json.loads(_read(archive, member))
                     snapshot.deleted = list(manifest["deleted"])
+                    snapshot.elsewhere = dict(manifest.get("elsewhere", {}))
                     snapshot.skipped = list(manifest["skipped"])
                 elif member.issym():
                     snapshot.symlinks[member.name] = member.linkname

@@ -36,6 +36,51 @@ def content_text(content: Any) -> str:
     return ""
 
 
+IMAGES_REFUSED = "Invalid content type. image_url is only supported by certain models."
+"""OpenAI's answer when a model without vision gets an image part."""
+INVALID_IMAGE = "You uploaded an unsupported image. Please make sure your image is valid."
+
+
+def image_parts(messages: list[Any]) -> list[JSON]:
+    """Every `image_url` part of the request: where it is, its type, size and dimensions.
+
+    A data URL is decoded (Pillow reads the dimensions); any other URL is recorded as given.
+    Raises ValueError for a data URL that holds no valid image, as providers refuse those.
+    """
+    import base64
+    import binascii
+    import io
+
+    from PIL import Image, UnidentifiedImageError
+
+    found = []
+    for index, message in enumerate(messages):
+        content = message.get("content") if isinstance(message, dict) else None
+        if not isinstance(content, list):
+            continue
+        for part in content:
+            if not isinstance(part, dict) or part.get("type") != "image_url":
+                continue
+            url = str((part.get("image_url") or {}).get("url", ""))
+            record: JSON = {"message": index, "role": message.get("role"), "url": url[:64]}
+            if url.startswith("data:"):
+                header, _, payload = url.partition(",")
+                try:
+                    data = base64.b64decode(payload, validate=True)
+                    image = Image.open(io.BytesIO(data))
+                except (binascii.Error, UnidentifiedImageError, OSError):
+                    raise ValueError(INVALID_IMAGE) from None
+                record.update(
+                    content_type=header[5:].split(";")[0],
+                    bytes=len(data),
+                    width=image.width,
+                    height=image.height,
+                    format=image.format,
+                )
+            found.append(record)
+    return found
+
+
 def count_assistant_messages(messages: list[Any]) -> int:
     return sum(1 for m in messages if isinstance(m, dict) and m.get("role") == "assistant")
 

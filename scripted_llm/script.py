@@ -176,6 +176,8 @@ class Script(_Strict):
     models: list[str] = Field(default_factory=lambda: ["scripted"], min_length=1)
     delay: float = Field(default=0.0, ge=0)
     require_api_key: str | None = Field(default=None, min_length=1)
+    text_only_models: list[str] = Field(default_factory=list)
+    """Models that refuse image parts with a 400, as a provider's text-only models do."""
 
     @field_validator("conversations")
     @classmethod

@@ -56,6 +56,8 @@ class RequestRecord:
     completed: bool = False
     cancelled: bool = False
     error: str | None = None
+    images: list[dict[str, Any]] = dataclasses.field(default_factory=list)
+    """The request's `image_url` parts (`protocol.image_parts`): type, bytes, dimensions."""
     messages: list[Any] = dataclasses.field(default_factory=list, repr=False)
 
     def to_json(self, with_messages: bool = False) -> dict[str, Any]:
@@ -177,6 +179,7 @@ class ScriptedModel:
             )
             self._log.append(record)
             self._notify()
+            self._check_images(record, messages)
             response = await self._reply(request, record, body, chosen, thread)
             record.status = response.status
             record.completed = response.status == 200
@@ -229,6 +232,15 @@ class ScriptedModel:
         )
         self._log.append(record)
         return record
+
+    def _check_images(self, record: RequestRecord, messages: list[Any]) -> None:
+        """Record the image parts; refuse them as a provider does (bad data, no vision)."""
+        try:
+            record.images = protocol.image_parts(messages)
+        except ValueError as error:
+            raise _ErrorReply(400, str(error), code="invalid_image") from None
+        if record.images and record.model in self.script.text_only_models:
+            raise _ErrorReply(400, protocol.IMAGES_REFUSED)
 
     def _check_key(self, request: web.Request) -> None:
         expected = self.script.require_api_key

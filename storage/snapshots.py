@@ -8,6 +8,7 @@ died mid-run or serves a follow-up after the old one expired.
 from __future__ import annotations
 
 import uuid
+from dataclasses import replace
 from datetime import UTC, datetime
 
 import sqlalchemy as sa
@@ -15,7 +16,8 @@ from sqlalchemy.dialects.postgresql import insert
 from sqlalchemy.ext.asyncio import AsyncSession
 from sqlmodel import Field, SQLModel
 
-from sandboxes.snapshot import WorkspaceSnapshot
+from sandboxes.snapshot import WorkspaceSnapshot, sha256
+from storage.images import ImageRow, MessageImage
 from storage.models import Fragment, Message
 
 
@@ -50,11 +52,12 @@ async def save(
     tool_call_id: str | None,
 ) -> None:
     """Replace the run's snapshot (the caller commits, with the tool result it belongs to)."""
+    archived = await _without_stored_images(session, project_id, snapshot)
     values = {
         "run_id": run_id,
         "project_id": project_id,
         "tool_call_id": tool_call_id,
-        "archive": snapshot.to_archive(),
+        "archive": archived.to_archive(),
         "files": len(snapshot.files),
         "size": snapshot.size,
         "updated_at": datetime.now(UTC),
@@ -92,7 +95,57 @@ async def latest(
         bound = sa.select(anchor.c.created_at, anchor.c.seq).scalar_subquery()
         query = query.where(position < bound if before else position <= bound)
     archive = (await session.execute(query)).scalar_one_or_none()
-    return WorkspaceSnapshot.from_archive(archive) if archive is not None else None
+    return await load(session, archive) if archive is not None else None
+
+
+UPLOADS = "public/uploads/"
+
+
+async def _without_stored_images(
+    session: AsyncSession, project_id: uuid.UUID, snapshot: WorkspaceSnapshot
+) -> WorkspaceSnapshot:
+    """The snapshot with the project's own images (stored once in `images`) left out of the
+    archive and named by sha256 instead: otherwise every later run would store them again."""
+    hashes = {
+        path: sha256(data) for path, data in snapshot.files.items() if path.startswith(UPLOADS)
+    }
+    if not hashes:
+        return snapshot
+    known = set(
+        (
+            await session.execute(
+                sa.select(MessageImage.image_id).where(
+                    MessageImage.project_id == project_id,
+                    MessageImage.image_id.in_(set(hashes.values())),
+                )
+            )
+        ).scalars()
+    )
+    elsewhere = {path: digest for path, digest in hashes.items() if digest in known}
+    if not elsewhere:
+        return snapshot
+    files = {path: data for path, data in snapshot.files.items() if path not in elsewhere}
+    return replace(snapshot, files=files, elsewhere={**snapshot.elsewhere, **elsewhere})
+
+
+async def load(session: AsyncSession, archive: bytes) -> WorkspaceSnapshot:
+    """A stored snapshot, with the images its archive names put back in its files."""
+    snapshot = WorkspaceSnapshot.from_archive(archive)
+    if not snapshot.elsewhere:
+        return snapshot
+    rows = await session.execute(
+        sa.select(ImageRow.id, ImageRow.data).where(
+            ImageRow.id.in_(set(snapshot.elsewhere.values()))
+        )
+    )
+    stored = dict(rows.all())
+    for path, digest in snapshot.elsewhere.items():
+        if digest in stored:
+            snapshot.files[path] = stored[digest]
+        else:  # cannot happen while the project lives; never pretend it was kept
+            snapshot.skipped.append(path)
+    snapshot.elsewhere = {}
+    return snapshot
 
 
 async def workspace(
@@ -119,3 +172,9 @@ async def workspace(
     if not files:
         return None
     return WorkspaceSnapshot(files={path: content.encode() for path, content in files.items()})
+
+
+async def has_run_snapshot(session: AsyncSession, run_id: uuid.UUID) -> bool:
+    """Whether the run has saved a snapshot of its own yet."""
+    found = await session.scalar(sa.select(SnapshotRow.run_id).where(SnapshotRow.run_id == run_id))
+    return found is not None

@@ -77,8 +77,11 @@ class RunFile(SQLModel, table=True):
     )
 
 
-async def start(session: AsyncSession, run_id: uuid.UUID, *, system: str, user: str) -> None:
-    """Write the system prompt and the user payload as entries 0 and 1, once."""
+async def start(
+    session: AsyncSession, run_id: uuid.UUID, *, system: str, user: str | list[dict[str, Any]]
+) -> None:
+    """Write the system prompt and the user payload (text, or content parts whose images are
+    references) as entries 0 and 1, once."""
     statement = (
         insert(TranscriptEntry)
         .values(

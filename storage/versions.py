@@ -14,7 +14,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from sqlalchemy.orm import selectinload
 
 from sandboxes.snapshot import WorkspaceSnapshot
-from storage import snapshots
+from storage import images, snapshots
 from storage.models import Fragment, Message, MessageRole, MessageType, Project
 from storage.snapshots import SnapshotRow
 
@@ -44,7 +44,7 @@ async def fragment_workspace(session: AsyncSession, fragment: Fragment) -> Works
             sa.select(SnapshotRow.archive).where(SnapshotRow.run_id == candidate)
         )
         if archive is not None:
-            return WorkspaceSnapshot.from_archive(archive)
+            return await snapshots.load(session, archive)
     return WorkspaceSnapshot(files={path: text.encode() for path, text in fragment.files.items()})
 
 
@@ -108,7 +108,9 @@ async def save_restored_version(
 
 
 async def delete_project(session: AsyncSession, project_id: uuid.UUID) -> bool:
-    """Remove the project; its messages, fragments, snapshots and events go by cascade."""
+    """Remove the project; its messages, fragments, snapshots and events go by cascade, and its
+    images unless another project references the same content."""
+    await images.delete_for_project(session, project_id)
     result = await session.execute(sa.delete(Project).where(Project.id == project_id))
     await session.commit()
     return bool(result.rowcount)

@@ -124,7 +124,9 @@ async def clean_db(db: Database) -> Database:
     from sqlalchemy import text
 
     async with db.session() as session:
-        await session.execute(text("TRUNCATE projects, messages, fragments CASCADE"))
+        await session.execute(
+            text("TRUNCATE projects, messages, fragments, message_images, images CASCADE")
+        )
         await session.commit()
     return db
 

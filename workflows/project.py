@@ -134,6 +134,7 @@ class ProjectWorkflow:
                         message_id=key,
                         prompt=message.prompt,
                         new_project_name=message.new_project_name,
+                        image_ids=message.image_ids,
                     ),
                     start_to_close_timeout=timedelta(seconds=30),
                     retry_policy=RECORD_RETRY,

@@ -15,11 +15,13 @@ from temporalio.exceptions import ActivityError
 with workflow.unsafe.imports_passed_through():
     from activities.sandbox import SandboxActivities
     from activities.tools import ToolActivities
+    from activities.uploads import UploadActivities
     from contract import (
         RESTARTED_NOTE,
         AcquireSandboxInput,
         AgentRunInput,
         ExtendSandboxInput,
+        PlaceUploadsInput,
         RestoredWorkspace,
         RestoreWorkspaceInput,
         RunProgress,
@@ -30,6 +32,10 @@ with workflow.unsafe.imports_passed_through():
         ToolCallResult,
     )
     from workflows.policies import HEARTBEAT, SANDBOX_RETRY, host_gone, on_host, sandbox_gone
+
+
+UPLOADS_PATCH = "images-in-workspace"
+"""A message's images are written to public/uploads/ before the agent runs."""
 
 
 class SandboxKeptDying(Exception):
@@ -59,6 +65,7 @@ class SandboxSession:
             self.lease = await self._acquire(self._input.sandbox_id)
             if self.lease.fresh and self._run.restorable:
                 await self._restore()
+            await self._place_uploads()
         except ActivityError:
             self.lease = None
             raise
@@ -129,6 +136,7 @@ class SandboxSession:
         workflow.logger.warning("the sandbox died; replacing it (%d)", self.replacements)
         self.lease = await self._acquire(None)
         restored = await self._restore()
+        await self._place_uploads()
         if restored.problem is None:
             return RESTARTED_NOTE
         return f"{RESTARTED_NOTE}\n{restored.problem}"
@@ -171,5 +179,25 @@ class SandboxSession:
             heartbeat_timeout=timedelta(seconds=60),
             retry_policy=SANDBOX_RETRY,
             summary="restore the workspace",
+            **self.on_host(),
+        )
+
+    async def _place_uploads(self) -> None:
+        """Write the message's images into public/uploads/ (only runs that have images)."""
+        if not self._run.uploads or not workflow.patched(UPLOADS_PATCH):
+            return
+        assert self.lease is not None
+        count = self._run.uploads
+        await workflow.execute_activity_method(
+            UploadActivities.place_uploads,
+            PlaceUploadsInput(
+                project_id=self._input.project_id,
+                run_id=self._input.message_id,
+                sandbox_id=self.lease.sandbox_id,
+            ),
+            start_to_close_timeout=timedelta(minutes=2),
+            heartbeat_timeout=timedelta(seconds=60),
+            retry_policy=SANDBOX_RETRY,
+            summary=f"place {count} image{'s' if count != 1 else ''} in public/uploads",
             **self.on_host(),
         )

@@ -8,23 +8,28 @@ import uuid
 from typing import Annotated, Any
 
 from fastapi import APIRouter, Depends, Header, HTTPException, Query, Request, Response
+from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse, StreamingResponse
-from pydantic import BaseModel
+from pydantic import BaseModel, ValidationError
+from starlette.datastructures import UploadFile
 from temporalio.service import RPCError, RPCStatusCode
 
 from api.context import ApiContext, context_of
 from api.errors import not_found
+from api.limits import BodyTooLarge
 from contract import DeleteProject, project_workflow_id
 from runtime import metrics
-from storage import events, listing, queries
+from storage import events, images, listing, queries
 from storage.errors import ProjectNotFoundError
+from storage.image_files import MAX_IMAGE_BYTES, MAX_IMAGES
 from storage.views import message_view
 from submission import (
+    ImageUpload,
     InvalidSubmission,
     Submission,
     cancel_running,
     check_submission,
-    enqueue,
+    send,
     signal_project,
 )
 
@@ -36,6 +41,76 @@ DELETE_WAIT_SECONDS = 60.0
 
 class PromptBody(BaseModel):
     prompt: str
+
+
+SUBMISSION_BODY = {
+    "required": True,
+    "content": {
+        "application/json": {"schema": PromptBody.model_json_schema()},
+        "multipart/form-data": {
+            "schema": {
+                "type": "object",
+                "required": ["prompt"],
+                "properties": {
+                    "prompt": {"type": "string"},
+                    "images": {
+                        "type": "array",
+                        "maxItems": MAX_IMAGES,
+                        "items": {"type": "string", "format": "binary"},
+                        "description": f"PNG, JPEG, WebP or GIF; at most {MAX_IMAGES}, "
+                        f"{MAX_IMAGE_BYTES // 1024 // 1024} MB and 40 megapixels each",
+                    },
+                },
+            }
+        },
+    },
+}
+"""The two submission routes take JSON or multipart/form-data (a prompt and its images)."""
+
+
+async def read_submission(request: Request) -> tuple[str, list[ImageUpload]]:
+    """The prompt and images of a JSON or multipart body; 422 in the API's words otherwise."""
+    content_type = request.headers.get("content-type", "")
+    if content_type.startswith("multipart/form-data"):
+        return await _read_form(request)
+    try:
+        body = PromptBody.model_validate_json(await request.body())
+    except ValidationError as error:
+        problems = []
+        for problem in error.errors():
+            kind = "dict_type" if problem["type"] == "model_type" else problem["type"]
+            problems.append({**problem, "type": kind, "loc": ("body", *problem["loc"])})
+        raise RequestValidationError(problems) from None
+    return body.prompt, []
+
+
+async def _read_form(request: Request) -> tuple[str, list[ImageUpload]]:
+    try:
+        # More parts than images allowed, so too many images get the image check's words.
+        form = await request.form(max_files=4 * MAX_IMAGES, max_fields=16)
+    except (HTTPException, BodyTooLarge):
+        raise
+    except Exception:  # starlette's MultiPartException and malformed bodies
+        raise HTTPException(
+            422,
+            f"the form could not be read; send a `prompt` field and at most {MAX_IMAGES} "
+            "`images` files",
+        ) from None
+    try:
+        prompts = form.getlist("prompt")
+        if len(prompts) != 1 or not isinstance(prompts[0], str):
+            raise HTTPException(422, "prompt is missing; send one `prompt` text field")
+        uploads = []
+        for part in form.getlist("images"):
+            if not isinstance(part, UploadFile):
+                raise HTTPException(
+                    422, "images must be files (the `images` parts need a filename)"
+                )
+            data = await part.read(MAX_IMAGE_BYTES + 1)
+            uploads.append(ImageUpload(part.filename or "", data, part.content_type))
+    finally:
+        await form.close()  # the parts spooled to temporary files
+    return prompts[0], uploads
 
 
 class Created(BaseModel):
@@ -57,12 +132,13 @@ def parse_id(value: str, kind: str) -> uuid.UUID:
 
 
 async def _submit(
-    context: ApiContext, request: Request, prompt: str, project_id: uuid.UUID | None
+    context: ApiContext, request: Request, project_id: uuid.UUID | None
 ) -> Submission:
     """Check, rate-limit, then send: nothing is written for a refused request."""
+    prompt, uploads = await read_submission(request)
     try:
         submission = await check_submission(
-            context.db, prompt, project_id=project_id, client=context.temporal
+            context.db, prompt, project_id=project_id, client=context.temporal, uploads=uploads
         )
     except InvalidSubmission as error:
         raise HTTPException(422, str(error)) from None
@@ -78,14 +154,19 @@ async def _submit(
             f"Try again in {wait} s",
             headers={"Retry-After": str(wait)},
         )
-    await enqueue(context.temporal, context.settings, submission.project_id, submission.message)
+    await send(context.temporal, context.db, context.settings, submission)
     return submission
 
 
-@router.post("/projects", status_code=201, response_model=Created)
-async def create_project(body: PromptBody, request: Request, context: Context) -> Created:
-    """Start a project from a prompt; the run starts at once."""
-    submission = await _submit(context, request, body.prompt, None)
+@router.post(
+    "/projects",
+    status_code=201,
+    response_model=Created,
+    openapi_extra={"requestBody": SUBMISSION_BODY},
+)
+async def create_project(request: Request, context: Context) -> Created:
+    """Start a project from a prompt (and up to four images); the run starts at once."""
+    submission = await _submit(context, request, None)
     return Created(
         project_id=submission.project_id,
         message_id=submission.message_id,
@@ -137,6 +218,7 @@ async def get_project(project_id: str, context: Context) -> dict[str, Any]:
         if project is None:
             raise not_found("project", project_id)
         messages = await queries.get_messages(session, key)
+        attached = await images.for_messages(session, [m.id for m in messages])
         tokens_in, tokens_out = await listing.usage(session, key)
         last_run = await events.latest_run_event(session, key)
     answered = {m.reply_to_id for m in messages if m.reply_to_id is not None}
@@ -156,10 +238,29 @@ async def get_project(project_id: str, context: Context) -> dict[str, Any]:
         "name": project.name,
         "created_at": project.created_at.isoformat(),
         "updated_at": project.updated_at.isoformat(),
-        "messages": [message_view(m) for m in messages],
+        "messages": [message_view(m, attached.get(m.id, [])) for m in messages],
         "running": running,
         "usage": {"prompt_tokens": tokens_in, "completion_tokens": tokens_out},
     }
+
+
+@router.get("/projects/{project_id}/images/{image_id}", response_class=Response)
+async def get_image(project_id: str, image_id: str, context: Context) -> Response:
+    """An image attached to one of the project's messages (metadata already stripped)."""
+    key = parse_id(project_id, "project")
+    async with context.db.session() as session:
+        image = await images.project_image(session, key, image_id)
+    if image is None:
+        raise not_found("image", image_id)
+    return Response(
+        image.data,
+        media_type=image.content_type,
+        headers={
+            "Cache-Control": "private, max-age=31536000, immutable",  # addressed by content
+            "X-Content-Type-Options": "nosniff",
+            "Content-Security-Policy": "default-src 'none'; sandbox",
+        },
+    )
 
 
 async def _existing(context: ApiContext, project_id: str) -> uuid.UUID:
@@ -170,13 +271,16 @@ async def _existing(context: ApiContext, project_id: str) -> uuid.UUID:
     return key
 
 
-@router.post("/projects/{project_id}/messages", status_code=202, response_model=Accepted)
-async def send_message(
-    project_id: str, body: PromptBody, request: Request, context: Context
-) -> Accepted:
-    """A follow-up message, answered after the ones before it."""
+@router.post(
+    "/projects/{project_id}/messages",
+    status_code=202,
+    response_model=Accepted,
+    openapi_extra={"requestBody": SUBMISSION_BODY},
+)
+async def send_message(project_id: str, request: Request, context: Context) -> Accepted:
+    """A follow-up message (with up to four images), answered after the ones before it."""
     key = parse_id(project_id, "project")
-    submission = await _submit(context, request, body.prompt, key)
+    submission = await _submit(context, request, key)
     return Accepted(message_id=submission.message_id, workflow_id=submission.workflow_id)
 
 

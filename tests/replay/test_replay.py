@@ -5,10 +5,10 @@ A change that would break running workflows fails here; make such changes behind
 
     QAI_RECORD_HISTORIES=1 .venv/bin/pytest tests/workflows/test_code_agent.py \
         tests/workflows/test_hardening.py tests/workflows/test_checks.py \
-        tests/api/test_api_flow.py tests/previews/test_revival.py \
+        tests/api/test_api_flow.py tests/previews/test_revival.py tests/api/test_api_images_run.py \
         -k "new_project or follow_up_reuses or two_messages or twice or iteration_limit \
         or expired or continues or killed_mid_run or fails_for_any or workspace_back \
-        or compile_error or over_http or cancel_keeps or revives"
+        or compile_error or over_http or cancel_keeps or revives or prompt_to_preview"
 
 They were recorded from today's workflow code, which holds no `workflow.patched` branches:
 a change that must keep running workflows going goes behind a new patch, and a release that

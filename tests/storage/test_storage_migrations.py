@@ -21,8 +21,13 @@ ROOT = Path(__file__).resolve().parents[2]
 
 
 async def test_database_is_at_head(database_url: str) -> None:
-    newest = max(p.name.split("_")[0] for p in (ROOT / "storage/migrations/versions").glob("0*.py"))
-    assert head_revision() == newest
+    newest = max((ROOT / "storage/migrations/versions").glob("0*.py"))
+    revision = next(
+        line.split("=", 1)[1].strip().strip("\"'")
+        for line in newest.read_text().splitlines()
+        if line.startswith("revision")
+    )
+    assert head_revision() == revision
     assert await current_revision(database_url) == head_revision()
 
 

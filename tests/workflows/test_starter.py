@@ -24,8 +24,10 @@ from runtime.processes import free_port
 from runtime.temporal import connect_temporal
 from sandboxes.base import SandboxBackend
 from scripted_llm import scripted_llm_server
+from storage import images
 from storage.db import Database
 from storage.models import Message, Project
+from tests.image_samples import bad_images
 from tests.workflows.conftest import ROOT, preview_text, settings_for
 from worker import build_workers
 from workflows.project import ProjectWorkflow
@@ -101,6 +103,37 @@ async def test_bad_input_is_refused_and_writes_nothing(
     [line] = result.stderr.strip().splitlines()
     assert line.startswith(f"qai: {message}")
     assert await _counts(clean_db) == (0, 0)
+
+
+async def test_bad_images_are_refused_in_one_line_and_write_nothing(
+    offline_starter: Run, clean_db: Database, tmp_path: Path
+) -> None:
+    """Every refusal of the image checks, for `new`, and one for `send` (run side by side)."""
+    runs = []
+    for case, files, words in bad_images():
+        paths = []
+        for index, (name, data) in enumerate(files):
+            folder = tmp_path / case / str(index)
+            folder.mkdir(parents=True)
+            (folder / name).write_bytes(data)
+            paths += ["--image", str(folder / name)]
+        runs.append((case, words, ("new", "Build this page", *paths)))
+        if case == "svg":
+            runs.append((case, words, ("send", str(uuid.UUID(int=9)), "Use this", *paths)))
+    results = await asyncio.gather(*(offline_starter(*args) for _, _, args in runs))
+    for (case, words, _), result in zip(runs, results, strict=True):
+        assert result.returncode == 2, (case, result.stderr)
+        [line] = result.stderr.strip().splitlines()
+        assert line.startswith("qai: ") and words in line, (case, line)
+    assert await _counts(clean_db) == (0, 0)
+    async with clean_db.session() as session:
+        assert await images.count_images(session) == 0
+
+
+async def test_a_missing_image_file_is_one_line(offline_starter: Run, tmp_path: Path) -> None:
+    result = await offline_starter("new", "Build this", "--image", str(tmp_path / "gone.png"))
+    assert result.returncode == 2
+    assert result.stderr.strip() == f"qai: {tmp_path / 'gone.png'}: no such file"
 
 
 async def test_unreachable_temporal_is_reported_before_anything_is_written(

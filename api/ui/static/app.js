@@ -1,4 +1,5 @@
-// qai's web UI: forms that post JSON to the API, and the project page's live updates.
+// qai's web UI: forms that post JSON (or, with images, multipart) to the API, and the project
+// page's live updates.
 //
 // The project page listens to GET /api/projects/{id}/events with the browser's own EventSource,
 // which resends Last-Event-ID when it reconnects. Any event that changes what the page shows
@@ -25,6 +26,124 @@
     return { ok: response.ok, status: response.status, data };
   }
 
+  // With images the same routes take multipart/form-data: a `prompt` field and `images` files.
+  async function postForm(url, prompt, files) {
+    const body = new FormData();
+    body.append("prompt", prompt);
+    for (const file of files) body.append("images", file, file.name);
+    const response = await fetch(url, {
+      method: "POST",
+      headers: { Accept: "application/json" },
+      body,
+      credentials: "same-origin",
+    });
+    let data = {};
+    try {
+      data = await response.json();
+    } catch (_) {
+      data = {};
+    }
+    return { ok: response.ok, status: response.status, data };
+  }
+
+  // The images a form will send: from the Attach button, pasted into the textarea, or dropped
+  // on the form; each shown as a removable thumbnail. The server checks them (and says why
+  // when it refuses), so nothing is filtered here and a refusal keeps them all.
+  function attachments(form, textarea) {
+    const input = $(".attach-input", form);
+    const list = $(".attachments", form);
+    const button = $(".attach-button", form);
+    const files = [];
+    const previews = new Map();
+    if (!input || !list) return { files, clear() {} };
+
+    function render() {
+      for (const [file, url] of previews) {
+        if (!files.includes(file)) {
+          URL.revokeObjectURL(url);
+          previews.delete(file);
+        }
+      }
+      list.replaceChildren(
+        ...files.map((file, index) => {
+          if (!previews.has(file)) previews.set(file, URL.createObjectURL(file));
+          const item = document.createElement("li");
+          item.className = "attachment";
+          const image = document.createElement("img");
+          image.src = previews.get(file);
+          image.alt = file.name;
+          const name = document.createElement("span");
+          name.className = "attachment-name";
+          name.textContent = file.name;
+          const remove = document.createElement("button");
+          remove.type = "button";
+          remove.className = "attachment-remove";
+          remove.textContent = "×";
+          remove.setAttribute("aria-label", `Remove ${file.name}`);
+          remove.addEventListener("click", () => {
+            files.splice(index, 1);
+            render();
+            textarea.focus();
+          });
+          item.append(image, name, remove);
+          return item;
+        }),
+      );
+      list.hidden = files.length === 0;
+    }
+
+    function add(added) {
+      for (const file of added) {
+        // A pasted screenshot comes without a useful name: give it one with its type.
+        const unnamed = !file.name || file.name === "image.png";
+        if (unnamed && file.type.startsWith("image/")) {
+          const extension = file.type.split("/")[1].replace("jpeg", "jpg");
+          files.push(new File([file], `pasted-${files.length + 1}.${extension}`, { type: file.type }));
+        } else {
+          files.push(file);
+        }
+      }
+      render();
+    }
+
+    const carriesFiles = (event) =>
+      event.dataTransfer && Array.from(event.dataTransfer.types || []).includes("Files");
+    if (button) button.addEventListener("click", () => input.click());
+    input.addEventListener("change", () => {
+      add(Array.from(input.files || []));
+      input.value = "";
+    });
+    textarea.addEventListener("paste", (event) => {
+      const pasted = Array.from((event.clipboardData && event.clipboardData.files) || []);
+      if (pasted.length) {
+        event.preventDefault(); // text pastes go on as usual
+        add(pasted);
+      }
+    });
+    form.addEventListener("dragover", (event) => {
+      if (!carriesFiles(event)) return;
+      event.preventDefault();
+      form.classList.add("dropping");
+    });
+    form.addEventListener("dragleave", (event) => {
+      if (!form.contains(event.relatedTarget)) form.classList.remove("dropping");
+    });
+    form.addEventListener("drop", (event) => {
+      form.classList.remove("dropping");
+      const dropped = Array.from((event.dataTransfer && event.dataTransfer.files) || []);
+      if (!dropped.length) return;
+      event.preventDefault();
+      add(dropped);
+    });
+    return {
+      files,
+      clear() {
+        files.length = 0;
+        render();
+      },
+    };
+  }
+
   function showError(element, text) {
     element.textContent = text;
     element.hidden = !text;
@@ -35,20 +154,25 @@
     return result.data.detail || `The server refused this (HTTP ${result.status}).`;
   }
 
-  // A form whose textarea is sent as {"prompt": ...}; the text stays unless the API took it.
+  // A form whose textarea is sent as {"prompt": ...} (multipart when images are attached);
+  // the text and the images stay unless the API took them.
   function promptForm(form, url, onAccepted) {
     const textarea = $("textarea", form);
     const error = $(".form-error", form);
     const button = $("button[type=submit]", form);
+    const attached = attachments(form, textarea);
     form.addEventListener("submit", async (event) => {
       event.preventDefault();
       if (button.disabled) return;
       button.disabled = true;
       form.setAttribute("aria-busy", "true");
       try {
-        const result = await postJson(url, { prompt: textarea.value });
+        const result = attached.files.length
+          ? await postForm(url, textarea.value, attached.files)
+          : await postJson(url, { prompt: textarea.value });
         if (result.ok) {
           showError(error, "");
+          attached.clear();
           onAccepted(result.data, textarea);
         } else {
           showError(error, refusal(result));
@@ -322,6 +446,24 @@
         if (window.hljs) window.hljs.highlightElement(block);
       }
     });
+
+    // -- images in the conversation open full size --
+    const lightbox = $("#lightbox");
+    document.addEventListener("click", (event) => {
+      const link = event.target.closest && event.target.closest(".msg-image");
+      if (!link || !lightbox || typeof lightbox.showModal !== "function") return;
+      event.preventDefault();
+      $(".lightbox-image", lightbox).src = link.href;
+      $(".lightbox-image", lightbox).alt = link.dataset.name || "";
+      $(".lightbox-name", lightbox).textContent = link.title;
+      $(".lightbox-open", lightbox).href = link.href;
+      lightbox.showModal();
+    });
+    if (lightbox) {
+      lightbox.addEventListener("click", (event) => {
+        if (event.target === lightbox) lightbox.close(); // a click on the backdrop
+      });
+    }
 
     // -- follow-ups --
     promptForm($("#message-form"), `/api/projects/${projectId}/messages`, (_data, textarea) => {
