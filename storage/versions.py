@@ -8,10 +8,12 @@ to their own text files.
 from __future__ import annotations
 
 import uuid
+from dataclasses import dataclass
+from datetime import datetime
 
 import sqlalchemy as sa
 from sqlalchemy.ext.asyncio import AsyncSession
-from sqlalchemy.orm import selectinload
+from sqlalchemy.orm import aliased, selectinload
 
 from sandboxes.snapshot import WorkspaceSnapshot
 from storage import snapshots
@@ -122,3 +124,48 @@ async def _message(session: AsyncSession, message_id: uuid.UUID) -> Message | No
         .execution_options(populate_existing=True)
     )
     return (await session.scalars(statement)).one_or_none()
+
+
+@dataclass(frozen=True)
+class VersionRow:
+    """One version of a project: a RESULT reply with a fragment, and the message it answers."""
+
+    message_id: uuid.UUID
+    created_at: datetime
+    summary: str
+    prompt: str | None
+    """The user's message it answers; None for a restore or an import."""
+    fragment_id: uuid.UUID
+
+
+async def project_versions(session: AsyncSession, project_id: uuid.UUID) -> list[VersionRow]:
+    """The project's versions oldest first (ERROR replies are not versions)."""
+    asked = aliased(Message)
+    statement = (
+        sa.select(
+            Message.id,
+            Message.created_at,
+            Message.content,
+            Fragment.summary,
+            Fragment.id,
+            asked.content,
+        )
+        .join(Fragment, Fragment.message_id == Message.id)
+        .outerjoin(asked, asked.id == Message.reply_to_id)
+        .where(
+            Message.project_id == project_id,
+            Message.role == MessageRole.ASSISTANT,
+            Message.type == MessageType.RESULT,
+        )
+        .order_by(Message.created_at, Message.seq)
+    )
+    return [
+        VersionRow(
+            message_id=row[0],
+            created_at=row[1],
+            summary=row[3] or row[2],
+            prompt=row[5],
+            fragment_id=row[4],
+        )
+        for row in (await session.execute(statement)).all()
+    ]
