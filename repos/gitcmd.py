@@ -19,10 +19,12 @@ _EMPTY_HOME = Path(tempfile.gettempdir()) / "qai-git-home"
 class GitError(Exception):
     """git failed; `stderr` is what it said (the caller decides what a user may see)."""
 
-    def __init__(self, args: Sequence[str], returncode: int, stderr: str) -> None:
+    def __init__(self, args: Sequence[str], returncode: int, stderr: str, stdout: str = "") -> None:
         super().__init__(f"git {args[0] if args else ''} exited with {returncode}")
         self.returncode = returncode
         self.stderr = stderr
+        self.stdout = stdout
+        """What it printed (`push --porcelain` reports rejections there)."""
 
 
 @dataclass(frozen=True)
@@ -110,5 +112,5 @@ async def git(
         raise
     text = stderr.decode("utf-8", "replace")
     if check and process.returncode != 0:
-        raise GitError(args, process.returncode or 1, text)
+        raise GitError(args, process.returncode or 1, text, stdout.decode("utf-8", "replace"))
     return GitOutput(stdout, text)

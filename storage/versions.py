@@ -16,9 +16,11 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from sqlalchemy.orm import aliased, selectinload
 
 from sandboxes.snapshot import WorkspaceSnapshot
-from storage import snapshots
+from storage import events, snapshots
+from storage.events import EventKind
 from storage.models import Fragment, Message, MessageRole, MessageType, Project
 from storage.snapshots import SnapshotRow
+from storage.views import message_view
 
 
 async def get_fragment(session: AsyncSession, fragment_id: uuid.UUID) -> Fragment | None:
@@ -169,3 +171,57 @@ async def project_versions(session: AsyncSession, project_id: uuid.UUID) -> list
         )
         for row in (await session.execute(statement)).all()
     ]
+
+
+async def save_imported_project(
+    session: AsyncSession,
+    *,
+    project_id: uuid.UUID,
+    name: str,
+    message_id: uuid.UUID,
+    title: str,
+    content: str,
+    workspace: WorkspaceSnapshot,
+    sandbox_url: str,
+) -> Message:
+    """A new project whose first version is an imported repository: the project, its
+    ASSISTANT RESULT with fragment and snapshot, and the message's event, in one transaction."""
+    try:
+        session.add(Project(id=project_id, name=name))
+        await session.flush()
+        message = Message(
+            id=message_id,
+            project_id=project_id,
+            role=MessageRole.ASSISTANT,
+            type=MessageType.RESULT,
+            content=content,
+            fragment=None,
+        )
+        session.add(message)
+        message.fragment = Fragment(
+            message_id=message_id,
+            sandbox_url=sandbox_url,
+            title=title,
+            files=workspace.source_files(),
+            summary=content,
+        )
+        await session.flush()
+        await snapshots.save(
+            session,
+            project_id=project_id,
+            run_id=message_id,
+            snapshot=workspace,
+            tool_call_id=None,
+        )
+        await events.append(
+            session,
+            project_id,
+            EventKind.MESSAGE,
+            f"run:{message_id}:message:{message_id}",  # the key a restore's event has
+            message_view(message),
+        )
+        await session.commit()
+    except BaseException:
+        await session.rollback()
+        raise
+    return message

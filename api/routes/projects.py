@@ -9,16 +9,26 @@ from typing import Annotated, Any
 
 from fastapi import APIRouter, Depends, Header, HTTPException, Query, Request, Response
 from fastapi.responses import JSONResponse, StreamingResponse
-from pydantic import BaseModel
+from pydantic import BaseModel, Field
 from temporalio.service import RPCError, RPCStatusCode
 
 from api.context import ApiContext, context_of
 from api.errors import not_found
+from repos.importing import ImportRefused
+from repos.push import PushFailed, push_project
 from runtime import metrics
 from storage import events, listing, queries
 from storage.errors import ProjectNotFoundError
 from storage.views import message_view
-from submission import InvalidSubmission, Submission, check_submission, enqueue, signal_project
+from submission import (
+    InvalidSubmission,
+    Submission,
+    check_prompt,
+    check_submission,
+    enqueue,
+    import_project,
+    signal_project,
+)
 from workflows.project import (
     CancelRun,
     DeleteProject,
@@ -34,6 +44,33 @@ DELETE_WAIT_SECONDS = 60.0
 
 class PromptBody(BaseModel):
     prompt: str
+
+
+class CreateBody(BaseModel):
+    prompt: str | None = None
+    repo_url: str | None = None
+    """Start from this git repository instead (its files are the first version)."""
+    ref: str | None = None
+    token: str | None = Field(default=None, repr=False)
+    """For a private repository: used for this fetch only, never stored."""
+
+
+class Imported(BaseModel):
+    project_id: uuid.UUID
+    message_id: uuid.UUID
+    """The prompt's message, or without a prompt the imported version's."""
+    workflow_id: str
+    imported_message_id: uuid.UUID
+    commit: str
+    files: int
+
+
+class PushBody(BaseModel):
+    remote_url: str
+    branch: str = "main"
+    token: str | None = Field(default=None, repr=False)
+    """Used for this push only: never stored, logged or shown."""
+    force: bool = False
 
 
 class Created(BaseModel):
@@ -54,6 +91,19 @@ def parse_id(value: str, kind: str) -> uuid.UUID:
         raise not_found(kind, value) from None
 
 
+def _rate_limit(context: ApiContext, request: Request) -> None:
+    client = request.client.host if request.client else "unknown"
+    wait = context.limiter.retry_after(client)
+    if wait is not None:
+        metrics.RATE_LIMITED.inc()
+        raise HTTPException(
+            429,
+            f"too many messages; the limit is {context.settings.qai_rate_limit}. "
+            f"Try again in {wait} s",
+            headers={"Retry-After": str(wait)},
+        )
+
+
 async def _submit(
     context: ApiContext, request: Request, prompt: str, project_id: uuid.UUID | None
 ) -> Submission:
@@ -66,28 +116,58 @@ async def _submit(
         raise HTTPException(422, str(error)) from None
     except ProjectNotFoundError:
         raise not_found("project", project_id) from None
-    client = request.client.host if request.client else "unknown"
-    wait = context.limiter.retry_after(client)
-    if wait is not None:
-        metrics.RATE_LIMITED.inc()
-        raise HTTPException(
-            429,
-            f"too many messages; the limit is {context.settings.qai_rate_limit}. "
-            f"Try again in {wait} s",
-            headers={"Retry-After": str(wait)},
-        )
+    _rate_limit(context, request)
     await enqueue(context.temporal, context.settings, submission.project_id, submission.message)
     return submission
 
 
-@router.post("/projects", status_code=201, response_model=Created)
-async def create_project(body: PromptBody, request: Request, context: Context) -> Created:
-    """Start a project from a prompt; the run starts at once."""
+@router.post("/projects", status_code=201, response_model=Created | Imported)
+async def create_project(
+    body: CreateBody, request: Request, context: Context
+) -> Created | Imported:
+    """Start a project from a prompt (the run starts at once), or from a git repository
+    (`repo_url`, `ref`, `token`; its files become the first version, then the prompt runs)."""
+    if body.repo_url is not None:
+        return await _import(body, request, context)
+    if body.prompt is None:
+        raise HTTPException(422, 'prompt is missing; send a JSON object such as {"prompt": "..."}')
     submission = await _submit(context, request, body.prompt, None)
     return Created(
         project_id=submission.project_id,
         message_id=submission.message_id,
         workflow_id=submission.workflow_id,
+    )
+
+
+async def _import(body: CreateBody, request: Request, context: Context) -> Imported:
+    assert body.repo_url is not None
+    if body.prompt is not None:
+        try:
+            check_prompt(body.prompt)
+        except InvalidSubmission as error:
+            raise HTTPException(422, str(error)) from None
+    _rate_limit(context, request)
+    try:
+        imported = await import_project(
+            context.temporal,
+            context.db,
+            context.settings,
+            body.repo_url,
+            ref=body.ref,
+            token=body.token,
+            prompt=body.prompt,
+        )
+    except ImportRefused as error:
+        raise HTTPException(error.status, str(error)) from None
+    return Imported(
+        project_id=imported.project_id,
+        message_id=imported.submission.message_id
+        if imported.submission
+        else imported.imported_message_id,
+        workflow_id=imported.workflow_id,
+        imported_message_id=imported.imported_message_id,
+        commit=imported.commit,
+        files=imported.fetched.files,
     )
 
 
@@ -126,8 +206,13 @@ async def list_projects(
     }
 
 
+def git_url(request: Request, project_id: uuid.UUID) -> str:
+    """The clone URL: this API's own address, as the client reached it."""
+    return f"{str(request.base_url).rstrip('/')}/git/{project_id}.git"
+
+
 @router.get("/projects/{project_id}")
-async def get_project(project_id: str, context: Context) -> dict[str, Any]:
+async def get_project(project_id: str, request: Request, context: Context) -> dict[str, Any]:
     """The project with its messages oldest first, the running run's phase, and token usage."""
     key = parse_id(project_id, "project")
     async with context.db.session() as session:
@@ -157,6 +242,7 @@ async def get_project(project_id: str, context: Context) -> dict[str, Any]:
         "messages": [message_view(m) for m in messages],
         "running": running,
         "usage": {"prompt_tokens": tokens_in, "completion_tokens": tokens_out},
+        "git_url": git_url(request, project.id),
     }
 
 
@@ -176,6 +262,38 @@ async def send_message(
     key = parse_id(project_id, "project")
     submission = await _submit(context, request, body.prompt, key)
     return Accepted(message_id=submission.message_id, workflow_id=submission.workflow_id)
+
+
+@router.post("/projects/{project_id}/push")
+async def push(project_id: str, body: PushBody, context: Context) -> dict[str, Any]:
+    """Push the project's history (one commit per version) to a remote; answers once done."""
+    key = await _existing(context, project_id)
+    try:
+        pushed = await push_project(
+            context.db,
+            context.settings,
+            key,
+            remote_url=body.remote_url,
+            branch=body.branch,
+            token=body.token,
+            force=body.force,
+        )
+    except PushFailed as error:
+        raise HTTPException(error.status, str(error)) from None
+    except ProjectNotFoundError:
+        raise not_found("project", project_id) from None
+    return {
+        "remote_url": pushed.remote_url,
+        "branch": pushed.branch,
+        "commit": pushed.commit,
+        "versions": pushed.versions,
+        "forced": pushed.forced,
+        "detail": (
+            f"{pushed.branch} was already at {pushed.commit[:12]}"
+            if pushed.up_to_date
+            else f"pushed {pushed.versions} version(s) to {pushed.branch} ({pushed.commit[:12]})"
+        ),
+    }
 
 
 @router.post("/projects/{project_id}/cancel", status_code=202)
