@@ -46,7 +46,6 @@ def clean_env(extra: Mapping[str, str] | None = None) -> dict[str, str]:
         "GIT_ASKPASS": "/bin/false",
         "SSH_ASKPASS": "/bin/false",
         "GIT_PROTOCOL_FROM_USER": "0",
-        "GIT_ALLOW_PROTOCOL": "https:http",
     }
     env.update(extra or {})
     return env

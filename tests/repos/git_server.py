@@ -140,7 +140,14 @@ def run_git(*args: str, cwd: Path | None = None, env: dict[str, str] | None = No
         cwd=cwd,
         capture_output=True,
         text=True,
-        env=clean_env({"GIT_AUTHOR_NAME": "t", "GIT_AUTHOR_EMAIL": "t@t", **(env or {})})
+        env=clean_env(
+            {
+                "GIT_AUTHOR_NAME": "t",
+                "GIT_AUTHOR_EMAIL": "t@t",
+                "GIT_PROTOCOL_FROM_USER": "1",
+                **(env or {}),
+            }
+        )
         | {"GIT_COMMITTER_NAME": "t", "GIT_COMMITTER_EMAIL": "t@t"},
         check=False,
     )
