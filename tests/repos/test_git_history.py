@@ -3,9 +3,12 @@ API's smart HTTP, and pushed to a real `git http-backend` on loopback."""
 
 from __future__ import annotations
 
+import asyncio
 import io
+import os
 import shutil
 import subprocess
+import sys
 import uuid
 import zipfile
 from pathlib import Path
@@ -226,3 +229,43 @@ async def test_clone_needs_the_api_token(api, db: Database, tmp_path: Path) -> N
 
 def test_git_is_installed() -> None:
     assert subprocess.run(["git", "--version"], capture_output=True, check=True).returncode == 0
+
+
+@pytest.mark.slow
+async def test_cli_push_reads_the_token_from_the_environment(
+    server: GitServer, db: Database, database_url: str, tmp_path: Path
+) -> None:
+    project_id = uuid.uuid4()
+    await add_version(db, project_id, first_workspace(), summary="One.", prompt="one")
+    bare = server.bare("cli.git")
+    root = Path(__file__).resolve().parents[2]
+    env = {
+        **{k: v for k, v in os.environ.items() if not k.startswith(("QAI_", "OPENAI_"))},
+        "DATABASE_URL": database_url,
+        "QAI_DATA_DIR": str(root / ".qai"),
+        "QAI_GIT_ALLOWED_HOSTS": f"127.0.0.1:{server.port}",
+        "QAI_GIT_TOKEN": REMOTE_TOKEN,
+    }
+
+    def starter(*args: str, **extra: str) -> subprocess.CompletedProcess[str]:
+        return subprocess.run(
+            [sys.executable, "starter.py", *args],
+            cwd=root,
+            env={**env, **extra},
+            capture_output=True,
+            text=True,
+            timeout=120,
+            check=False,
+        )
+
+    remote = f"{server.base}/cli.git"
+    done = await asyncio.to_thread(starter, "push", str(project_id), remote, "--branch", "qai")
+    assert done.returncode == 0, done.stderr
+    assert "Pushed" in done.stdout
+    head = (await agit("rev-parse", "qai", cwd=bare)).strip()
+    assert head in (await agit("ls-remote", remote.replace("://", f"://x:{REMOTE_TOKEN}@")))
+    denied = await asyncio.to_thread(
+        starter, "push", str(project_id), remote, QAI_GIT_TOKEN="nope-wrong"
+    )
+    assert denied.returncode == 2 and "authentication failed" in denied.stderr
+    assert "nope-wrong" not in denied.stderr + denied.stdout
