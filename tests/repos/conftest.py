@@ -18,6 +18,7 @@ from sandboxes.snapshot import WorkspaceSnapshot
 from storage import snapshots
 from storage.db import Database
 from storage.models import Fragment, Message, MessageRole, MessageType, Project
+from tests.api.conftest import agent_harness, api_stack, template_ready  # noqa: F401
 from tests.repos.git_server import GitServer, git_server
 from tests.workflows.conftest import settings_for, workflow_env  # noqa: F401
 

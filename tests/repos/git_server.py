@@ -172,3 +172,22 @@ async def agit(*args: str, cwd: Path | None = None, env: dict[str, str] | None =
 
 async def agit_fails(*args: str, cwd: Path | None = None) -> str:
     return await asyncio.to_thread(git_fails, *args, cwd=cwd)
+
+
+async def publish(server: GitServer, name: str, files: dict[str, bytes], tmp: Path, **extra):
+    """A repository `name` on the server with `files` in one commit; its commit id."""
+    work = tmp / f"work-{name}"
+    await agit("init", "--quiet", "--initial-branch=main", str(work))
+    for path, data in files.items():
+        target = work / path
+        target.parent.mkdir(parents=True, exist_ok=True)
+        if data.startswith(b"-> "):
+            target.symlink_to(data[3:].decode())
+        else:
+            target.write_bytes(data)
+    await agit("add", "-A", cwd=work)
+    for path, commit in extra.get("submodules", {}).items():
+        await agit("update-index", "--add", "--cacheinfo", f"160000,{commit},{path}", cwd=work)
+    await agit("commit", "--quiet", "-m", "the app", cwd=work)
+    await agit("clone", "--quiet", "--bare", str(work), str(server.root / f"{name}.git"))
+    return (await agit("rev-parse", "HEAD", cwd=work)).strip()

@@ -16,29 +16,10 @@ from sandboxes.template import template_source
 from storage import snapshots
 from storage.db import Database
 from storage.models import Project
-from tests.repos.git_server import GitServer, agit
+from tests.repos.git_server import GitServer, agit, publish
 
 TOKEN = "s3cret-remote-token"
 NEXT_PACKAGE = json.dumps({"name": "mine", "dependencies": {"next": "15.0.0"}}).encode()
-
-
-async def publish(server: GitServer, name: str, files: dict[str, bytes], tmp: Path, **extra):
-    """A repository `name` on the server with `files` in one commit; its commit id."""
-    work = tmp / f"work-{name}"
-    await agit("init", "--quiet", "--initial-branch=main", str(work))
-    for path, data in files.items():
-        target = work / path
-        target.parent.mkdir(parents=True, exist_ok=True)
-        if data.startswith(b"-> "):
-            target.symlink_to(data[3:].decode())
-        else:
-            target.write_bytes(data)
-    await agit("add", "-A", cwd=work)
-    for path, commit in extra.get("submodules", {}).items():
-        await agit("update-index", "--add", "--cacheinfo", f"160000,{commit},{path}", cwd=work)
-    await agit("commit", "--quiet", "-m", "the app", cwd=work)
-    await agit("clone", "--quiet", "--bare", str(work), str(server.root / f"{name}.git"))
-    return (await agit("rev-parse", "HEAD", cwd=work)).strip()
 
 
 async def project_count(db: Database) -> int:
