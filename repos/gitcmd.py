@@ -13,7 +13,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 GIT = shutil.which("git") or "/usr/bin/git"
-_EMPTY_HOME = Path(tempfile.gettempdir()) / "qai-git-home"
+_home: list[str] = []
 
 
 class GitError(Exception):
@@ -35,10 +35,11 @@ class GitOutput:
 
 def clean_env(extra: Mapping[str, str] | None = None) -> dict[str, str]:
     """An environment in which git reads no config but what `extra` gives it."""
-    _EMPTY_HOME.mkdir(mode=0o700, exist_ok=True)
+    if not _home:  # private to this process, so nobody can plant a config in it
+        _home.append(tempfile.mkdtemp(prefix="qai-git-home-"))
     env = {
         "PATH": os.environ.get("PATH", "/usr/bin:/bin"),
-        "HOME": str(_EMPTY_HOME),
+        "HOME": _home[0],
         "LC_ALL": "C",
         "GIT_CONFIG_NOSYSTEM": "1",
         "GIT_CONFIG_GLOBAL": os.devnull,

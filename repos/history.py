@@ -49,6 +49,17 @@ def repositories_dir(settings: Settings) -> Path:
     return settings.data_dir / "git"
 
 
+def repository_path(settings: Settings, project_id: uuid.UUID) -> Path:
+    return repositories_dir(settings) / f"{project_id}.git"
+
+
+def remove_repository(settings: Settings, project_id: uuid.UUID) -> None:
+    """Forget a deleted project's repository (its cache; the snapshots went with the rows)."""
+    path = repository_path(settings, project_id)
+    shutil.rmtree(path, ignore_errors=True)
+    path.with_suffix(".lock").unlink(missing_ok=True)
+
+
 def author_line(settings: Settings, when: int) -> str:
     return f"{settings.qai_git_author} {when} +0000"
 
@@ -136,11 +147,12 @@ async def sync_repository(db: Database, settings: Settings, project_id: uuid.UUI
 
     Raises ProjectNotFoundError for an unknown project.
     """
+    path = repository_path(settings, project_id)
     async with db.session() as session:
         if await get_project(session, project_id) is None:
+            await asyncio.to_thread(remove_repository, settings, project_id)
             raise ProjectNotFoundError(project_id)
         rows = await versions.project_versions(session, project_id)
-    path = repositories_dir(settings) / f"{project_id}.git"
     async with _locked(path.with_suffix(".lock")):
         state = _read_state(path) if (path / "HEAD").exists() else []
         ids = [str(row.message_id) for row in rows]
@@ -196,5 +208,7 @@ async def _append(
         (str(row.message_id), by_mark[f":{mark}"].strip())
         for mark, row in enumerate(included, start=1)
     ]
-    (path / STATE).write_text(json.dumps(state))
+    temporary = path / f"{STATE}.new"
+    temporary.write_text(json.dumps(state))
+    temporary.replace(path / STATE)
     return state

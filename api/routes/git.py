@@ -110,12 +110,10 @@ async def upload_pack(name: str, request: Request, context: Context) -> Response
     key = _project(name)
     if key is None:
         return _no_project(name)
-    path = context.settings.data_dir / "git" / name
-    if not (path / "HEAD").exists():
-        try:  # a client that skipped the advertisement, or a cache removed meanwhile
-            path = (await sync_repository(context.db, context.settings, key)).path
-        except ProjectNotFoundError:
-            return _no_project(name)
+    try:  # up to date, and the project still exists
+        path = (await sync_repository(context.db, context.settings, key)).path
+    except ProjectNotFoundError:
+        return _no_project(name)
     body = await request.body()
     if request.headers.get("content-encoding", "").lower() == "gzip":
         try:

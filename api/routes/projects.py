@@ -14,6 +14,7 @@ from temporalio.service import RPCError, RPCStatusCode
 
 from api.context import ApiContext, context_of
 from api.errors import not_found
+from repos.history import remove_repository
 from repos.importing import ImportRefused
 from repos.push import PushFailed, push_project
 from runtime import metrics
@@ -320,6 +321,7 @@ async def delete_project(project_id: str, context: Context) -> Response:
             while True:
                 async with context.db.session() as session:
                     if await queries.get_project(session, key) is None:
+                        await asyncio.to_thread(remove_repository, context.settings, key)
                         return Response(status_code=204)
                 await asyncio.sleep(0.2)
     except TimeoutError:

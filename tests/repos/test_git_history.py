@@ -18,6 +18,7 @@ import pytest
 from api.archive import app_zip
 from repos.history import repositories_dir
 from sandboxes.snapshot import WorkspaceSnapshot
+from storage import versions
 from storage.db import Database
 from tests.repos.conftest import add_version
 from tests.repos.git_server import GitServer, agit, agit_fails
@@ -199,12 +200,22 @@ async def test_versions_clone_pull_and_push(
         unknown = await http.post(f"/api/projects/{uuid.uuid4()}/push", json=body)
         assert unknown.status_code == 404
 
+        # A deleted project's repository is served no more, and its cache goes.
+        cache = repositories_dir(settings) / f"{project_id}.git"
+        kept_files = [path for path in cache.rglob("*") if path.is_file()]
+        kept_files = [path for path in kept_files if not path.is_relative_to(cache / "objects")]
+        kept_files = {path: path.read_bytes() for path in kept_files}
+        assert cache.exists()
+        async with db.session() as session:
+            assert await versions.delete_project(session, project_id)
+        gone = await http.post(f"/git/{project_id}.git/git-upload-pack", content=b"0000")
+        assert gone.status_code == 404 and not cache.exists()
+
     for secret in (REMOTE_TOKEN, wrong):
         assert secret not in caplog.text
         assert secret not in denied.text + refused.text + forced.text
-        for path in (repositories_dir(settings) / f"{project_id}.git").rglob("*"):
-            if path.is_file():
-                assert secret.encode() not in path.read_bytes(), path
+        for path, data in kept_files.items():
+            assert secret.encode() not in data, path
 
 
 async def test_clone_needs_the_api_token(api, db: Database, tmp_path: Path) -> None:
