@@ -214,7 +214,14 @@ def git_url(request: Request, project_id: uuid.UUID) -> str:
 
 @router.get("/projects/{project_id}")
 async def get_project(project_id: str, request: Request, context: Context) -> dict[str, Any]:
-    """The project with its messages oldest first, the running run's phase, and token usage."""
+    """The project with its messages oldest first, the running run's phase, token usage, and
+    the URL to `git clone` its versions from."""
+    body = await project_body(project_id, context)
+    return {**body, "git_url": git_url(request, uuid.UUID(body["project_id"]))}
+
+
+async def project_body(project_id: str, context: ApiContext) -> dict[str, Any]:
+    """What `GET /api/projects/{id}` answers, but the clone URL (which needs the request)."""
     key = parse_id(project_id, "project")
     async with context.db.session() as session:
         project = await queries.get_project(session, key)
@@ -243,7 +250,6 @@ async def get_project(project_id: str, request: Request, context: Context) -> di
         "messages": [message_view(m) for m in messages],
         "running": running,
         "usage": {"prompt_tokens": tokens_in, "completion_tokens": tokens_out},
-        "git_url": git_url(request, project.id),
     }
 
 
