@@ -29,6 +29,7 @@ from typing import Any, NoReturn
 
 from temporalio.service import RPCError
 
+from contract import MessageOutcome
 from repos.importing import ImportRefused
 from repos.push import PushFailed, push_project
 from runtime.settings import Settings, settings_or_exit
@@ -47,7 +48,6 @@ from submission import (
     outcome_of,
     wait_for_reply,
 )
-from workflows.project import MessageOutcome
 
 EXIT_ERROR_REPLY = 1
 EXIT_USAGE = 2

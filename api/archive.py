@@ -6,16 +6,17 @@ from __future__ import annotations
 import io
 import zipfile
 
-from repos.tree import app_entries
+from repos.tree import SYMLINK, app_entries
 from sandboxes.snapshot import WorkspaceSnapshot
 
 
 def app_zip(workspace: WorkspaceSnapshot, folder: str) -> bytes:
-    """The zip of the template plus `workspace` (changes and deletions), under `folder/`."""
+    """The zip of the template plus `workspace` (changes and deletions), under `folder/`:
+    the same files as the version's git commit (`repos.tree`), links left out."""
     buffer = io.BytesIO()
     with zipfile.ZipFile(buffer, "w", zipfile.ZIP_DEFLATED) as archive:
         for path, entry in app_entries(workspace).items():
-            if entry.mode == "120000":  # zip has no links: what git holds, the zip leaves out
+            if entry.mode == SYMLINK:
                 continue
             archive.writestr(f"{folder}/{path}", entry.data)
     return buffer.getvalue()

@@ -25,8 +25,8 @@ from repos.remotes import RemoteRefused, RemoteUnreachable, check_remote, git_fa
 from repos.tree import BUILD_ONLY, EXECUTABLE, REGULAR, template_entries
 from runtime.preview_urls import preview_url
 from runtime.settings import Settings
+from sandboxes.manifest import template_source
 from sandboxes.snapshot import MAX_FILE_BYTES, WorkspaceSnapshot, excluded
-from sandboxes.template import template_source
 from storage import versions
 from storage.db import Database
 from storage.models import Message

@@ -11,8 +11,8 @@ import pytest
 import sqlalchemy as sa
 
 from repos import importing
+from sandboxes.manifest import template_source
 from sandboxes.snapshot import WorkspaceSnapshot
-from sandboxes.template import template_source
 from storage import snapshots
 from storage.db import Database
 from storage.models import Project

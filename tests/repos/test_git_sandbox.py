@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 
 from repos.tree import BUILD_ONLY, template_entries
-from sandboxes.template import template_source
+from sandboxes.manifest import template_source
 from tests.api.conftest import Stack, read_events, run_done
 from tests.repos.git_server import agit, git_server, publish
 from tests.workflows.test_code_agent import page, summary_turn, terminal_turn, write_turn
