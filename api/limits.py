@@ -10,6 +10,8 @@ from collections import deque
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 MAX_BODY_BYTES = 64 * 1024
+GIT_MAX_BODY_BYTES = 8 * 1024 * 1024
+"""For git's fetch negotiation (`/git/...`): a clone with many local commits sends many `have`s."""
 
 
 class BodyTooLarge(Exception):
@@ -27,10 +29,11 @@ class BodyLimitMiddleware:
         if scope["type"] != "http":
             await self.app(scope, receive, send)
             return
+        limit = GIT_MAX_BODY_BYTES if scope["path"].startswith("/git/") else self.max_bytes
         headers = dict(scope.get("headers") or [])
         length = headers.get(b"content-length")
-        if length is not None and length.isdigit() and int(length) > self.max_bytes:
-            await self._refuse(send)
+        if length is not None and length.isdigit() and int(length) > limit:
+            await self._refuse(send, limit)
             return
         received = 0
         started = False
@@ -40,7 +43,7 @@ class BodyLimitMiddleware:
             message = await receive()
             if message["type"] == "http.request":
                 received += len(message.get("body", b""))
-                if received > self.max_bytes:
+                if received > limit:
                     raise BodyTooLarge()
             return message
 
@@ -53,12 +56,11 @@ class BodyLimitMiddleware:
             await self.app(scope, counting_receive, tracking_send)
         except BodyTooLarge:
             if not started:
-                await self._refuse(send)
+                await self._refuse(send, limit)
 
-    async def _refuse(self, send: Send) -> None:
-        body = json.dumps(
-            {"detail": f"the request body is larger than {self.max_bytes // 1024} KB"}
-        ).encode()
+    async def _refuse(self, send: Send, limit: int) -> None:
+        words = f"the request body is larger than {limit // 1024} KB"
+        body = json.dumps({"detail": words}).encode()
         await send(
             {
                 "type": "http.response.start",

@@ -128,6 +128,10 @@ async def test_versions_clone_pull_and_push(
         assert "not found" in (await agit_fails("clone", missing, str(tmp_path / "x"))).lower()
         response = await http.get(f"/git/{uuid.uuid4()}.git/info/refs?service=git-upload-pack")
         assert response.status_code == 404
+        # git's negotiation may send more than the JSON routes' 64 KB.
+        haves = b"".join(b"0032have %040x\n" % index for index in range(3000)) + b"0000"
+        negotiation = await http.post(f"/git/{project_id}.git/git-upload-pack", content=haves)
+        assert len(haves) > 64 * 1024 and negotiation.status_code == 200
         nonsense = await http.get("/git/nonsense/info/refs?service=git-upload-pack")
         assert nonsense.status_code == 404
 
