@@ -39,7 +39,7 @@ from contract import (
 )
 from repos.importing import FetchedRepository, fetch_repository, save_import
 from runtime.settings import Settings
-from storage import queries
+from storage import queries, versions
 from storage.db import Database
 from storage.errors import ProjectNotFoundError
 from storage.models import Message
@@ -208,10 +208,15 @@ async def import_project(
     project_id = uuid.uuid4()
     message = await save_import(db, settings, fetched, project_id)
     submission = None
-    if text is not None:
-        submission = await submit_prompt(client, db, settings, text, project_id=project_id)
-    else:
-        await signal_project(client, settings, project_id, "wake", WakePreview())
+    try:
+        if text is not None:
+            submission = await submit_prompt(client, db, settings, text, project_id=project_id)
+        else:
+            await signal_project(client, settings, project_id, "wake", WakePreview())
+    except BaseException:  # Temporal refused: leave no project nobody will ever answer
+        async with db.session() as session:
+            await versions.delete_project(session, project_id)
+        raise
     return ImportedProject(
         project_id=project_id,
         imported_message_id=message.id,

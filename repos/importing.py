@@ -162,9 +162,15 @@ async def fetch_repository(
         files: list[tuple[str, str, str]] = []
         links: list[tuple[str, str]] = []
         total = 0
-        for record in listing.stdout.decode("utf-8", "surrogateescape").split("\0"):
-            if not record:
+        for raw in listing.stdout.split(b"\0"):
+            if not raw:
                 continue
+            try:
+                record = raw.decode("utf-8")
+            except UnicodeDecodeError:
+                raise ImportRefused(
+                    422, "the repository has a file name that is not UTF-8"
+                ) from None
             info, _, path = record.partition("\t")
             mode, kind, object_id, size = info.split()
             if excluded(path):

@@ -16,7 +16,9 @@ from sandboxes.snapshot import WorkspaceSnapshot
 from storage import snapshots
 from storage.db import Database
 from storage.models import Project
+from submission import import_project
 from tests.repos.git_server import GitServer, agit, publish
+from tests.workflows.conftest import settings_for
 
 TOKEN = "s3cret-remote-token"
 NEXT_PACKAGE = json.dumps({"name": "mine", "dependencies": {"next": "15.0.0"}}).encode()
@@ -117,3 +119,27 @@ async def test_import_a_repository_and_refuse_bad_ones(
         )
         assert too_big.status_code == 422 and "too large" in too_big.json()["detail"]
         assert await project_count(db) == before
+
+
+class RefusingTemporal:
+    """A Temporal client whose server refuses every workflow start."""
+
+    async def start_workflow(self, *args: object, **kwargs: object) -> None:
+        raise RuntimeError("Temporal is down")
+
+
+async def test_an_import_temporal_refuses_leaves_no_project(
+    server: GitServer, db: Database, tmp_path: Path
+) -> None:
+    await publish(server, "lonely", {"package.json": NEXT_PACKAGE}, tmp_path)
+    settings = settings_for("http://unused/v1", qai_git_allowed_hosts=f"127.0.0.1:{server.port}")
+    before = await project_count(db)
+    with pytest.raises(RuntimeError, match="Temporal is down"):
+        await import_project(
+            RefusingTemporal(),  # type: ignore[arg-type]
+            db,
+            settings,
+            f"{server.base}/lonely.git",
+            token=TOKEN,
+        )
+    assert await project_count(db) == before
