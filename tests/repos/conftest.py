@@ -50,6 +50,7 @@ def api(workflow_env, database_url: str, tmp_path: Path):  # noqa: F811
             qai_api_port=0,
             qai_task_queue=f"nobody-{uuid.uuid4().hex[:8]}",
             qai_git_allowed_hosts=",".join(allowed),
+            qai_data_dir=tmp_path / "data",  # the repositories' caches go with the test
             **overrides,
         )
         async with (

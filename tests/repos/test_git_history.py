@@ -257,7 +257,7 @@ async def test_cli_push_reads_the_token_from_the_environment(
     env = {
         **{k: v for k, v in os.environ.items() if not k.startswith(("QAI_", "OPENAI_"))},
         "DATABASE_URL": database_url,
-        "QAI_DATA_DIR": str(root / ".qai"),
+        "QAI_DATA_DIR": str(tmp_path / "data"),
         "QAI_GIT_ALLOWED_HOSTS": f"127.0.0.1:{server.port}",
         "QAI_GIT_TOKEN": REMOTE_TOKEN,
     }

@@ -9,6 +9,7 @@ from pathlib import Path
 
 import pytest
 
+from repos.history import remove_repository
 from repos.tree import BUILD_ONLY, template_entries
 from sandboxes.manifest import template_source
 from tests.api.conftest import Stack, read_events, run_done
@@ -113,3 +114,4 @@ async def test_import_follow_up_clone_pull_push(api_stack, tmp_path: Path) -> No
             assert pushed.status_code == 200, pushed.text
             head = (await agit("rev-parse", "HEAD", cwd=clone)).strip()
             assert (await agit("rev-parse", "main", cwd=bare)).strip() == head
+            remove_repository(stack.harness.settings, uuid.UUID(project_id))
