@@ -126,11 +126,14 @@ def commit_stream(
     return b"".join(chunks)
 
 
-def _read_state(path: Path) -> list[tuple[str, str]]:
+def _read_state(path: Path) -> list[tuple[str, str]] | None:
+    """The versions the repository holds; None when it must be rebuilt (lost or damaged)."""
+    if not (path / "HEAD").exists():
+        return None
     try:
         return [(row[0], row[1]) for row in json.loads((path / STATE).read_text())]
     except (OSError, ValueError, IndexError, TypeError):
-        return []
+        return None
 
 
 @asynccontextmanager
@@ -154,14 +157,14 @@ async def sync_repository(db: Database, settings: Settings, project_id: uuid.UUI
             raise ProjectNotFoundError(project_id)
         rows = await versions.project_versions(session, project_id)
     async with _locked(path.with_suffix(".lock")):
-        state = _read_state(path) if (path / "HEAD").exists() else []
+        state = _read_state(path)
         ids = [str(row.message_id) for row in rows]
-        if [version for version, _ in state] != ids[: len(state)]:
-            state = []  # a version the cache holds is gone (or the cache is damaged): rebuild
-        if not state and path.exists():
-            shutil.rmtree(path)
-        if not path.exists():
+        if state is None or [version for version, _ in state] != ids[: len(state)]:
+            # Lost, damaged, or holding a version that is gone: rebuilt from the snapshots.
+            shutil.rmtree(path, ignore_errors=True)
             await git(["init", "--quiet", "--bare", str(path)])
+            state = []
+            (path / STATE).write_text("[]")
         new = rows[len(state) :]
         if new:
             state = await _append(db, settings, path, new, state)
