@@ -4,10 +4,12 @@ Each RESULT reply with a fragment (a run's result, a restore, an import) is one 
 `main`, holding exactly what the zip download holds (`repos.tree`). The subject is the summary,
 the body the user's message; author and committer are QAI_GIT_AUTHOR, dated the reply's time.
 
-The durable store is PostgreSQL's workspace snapshots: the repository is a cache under
-`<QAI_DATA_DIR>/git/`, extended with the versions made since it was last read, and rebuilt
-from the snapshots when it is lost. Commits are made with `git fast-import` from fixed input
-only (dates, identity, file modes; no user config or hooks), so a rebuild gives the same hashes.
+The repository works from a cache under `<QAI_DATA_DIR>/git/`, extended with the versions made
+since it was last read. After each extension it is stored in PostgreSQL as a bundle
+(`storage.repositories`), so a lost cache comes back with the very same commits, even after the
+template changed. Without a bundle (or with one holding a version that is gone) it is rebuilt
+from the workspace snapshots. Commits are made with `git fast-import` from fixed input only
+(dates, identity, file modes; no user config or hooks), so a rebuild gives the same hashes.
 """
 
 from __future__ import annotations
@@ -15,6 +17,7 @@ from __future__ import annotations
 import asyncio
 import fcntl
 import json
+import logging
 import shutil
 import uuid
 from collections.abc import AsyncIterator, Sequence
@@ -22,14 +25,18 @@ from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
-from repos.gitcmd import git
+from sqlalchemy.exc import IntegrityError
+
+from repos.gitcmd import GitError, git
 from repos.tree import Entry, app_entries
 from runtime.settings import Settings
-from storage import versions
+from storage import repositories, versions
 from storage.db import Database
 from storage.errors import ProjectNotFoundError
 from storage.queries import get_project
 from storage.versions import VersionRow
+
+log = logging.getLogger(__name__)
 
 BRANCH = "main"
 STATE = "qai-versions.json"
@@ -159,16 +166,73 @@ async def sync_repository(db: Database, settings: Settings, project_id: uuid.UUI
     async with _locked(path.with_suffix(".lock")):
         state = _read_state(path)
         ids = [str(row.message_id) for row in rows]
+        if state is None:  # lost or damaged: back from its bundle in PostgreSQL, if it fits
+            state = await _restore(db, path, project_id, ids)
         if state is None or [version for version, _ in state] != ids[: len(state)]:
-            # Lost, damaged, or holding a version that is gone: rebuilt from the snapshots.
-            shutil.rmtree(path, ignore_errors=True)
-            await git(["init", "--quiet", "--bare", str(path)])
+            # Holding a version that is gone, or never stored: rebuilt from the snapshots.
+            await _empty(path)
             state = []
-            (path / STATE).write_text("[]")
         new = rows[len(state) :]
         if new:
             state = await _append(db, settings, path, new, state)
+            await _store(db, path, project_id, state)
         return Repository(path=path, head=state[-1][1] if state else None, versions=len(state))
+
+
+async def _empty(path: Path) -> None:
+    shutil.rmtree(path, ignore_errors=True)
+    await git(["init", "--quiet", "--bare", str(path)])
+    (path / STATE).write_text("[]")
+
+
+async def _restore(
+    db: Database, path: Path, project_id: uuid.UUID, ids: list[str]
+) -> list[tuple[str, str]] | None:
+    """The repository from its stored bundle; None when there is none or it no longer fits."""
+    async with db.session() as session:
+        row = await repositories.get(session, project_id)
+    if row is None:
+        return None
+    state = [(str(version), str(commit)) for version, commit in row.versions]
+    if not state or [version for version, _ in state] != ids[: len(state)]:
+        return None
+    await _empty(path)
+    bundle = path / "qai-restore.bundle"
+    bundle.write_bytes(row.bundle)
+    try:
+        await git(["bundle", "unbundle", str(bundle)], cwd=path)
+        await git(["update-ref", f"refs/heads/{BRANCH}", state[-1][1]], cwd=path)
+    except GitError as error:
+        log.warning("the stored bundle of %s could not be restored: %s", project_id, error)
+        return None
+    finally:
+        bundle.unlink(missing_ok=True)
+    _write_state(path, state)
+    return state
+
+
+async def _store(
+    db: Database, path: Path, project_id: uuid.UUID, state: list[tuple[str, str]]
+) -> None:
+    """Keep the history durably: one bundle of `main`, replacing the last."""
+    bundle = path / "qai-store.bundle"
+    try:
+        await git(["bundle", "create", "--quiet", str(bundle), BRANCH], cwd=path)
+        data = bundle.read_bytes()
+    finally:
+        bundle.unlink(missing_ok=True)
+    try:
+        async with db.session() as session:
+            await repositories.save(session, project_id, data, [list(pair) for pair in state])
+            await session.commit()
+    except IntegrityError:  # the project was deleted meanwhile: nothing to keep
+        pass
+
+
+def _write_state(path: Path, state: list[tuple[str, str]]) -> None:
+    temporary = path / f"{STATE}.new"
+    temporary.write_text(json.dumps(state))
+    temporary.replace(path / STATE)
 
 
 async def _append(
@@ -211,7 +275,5 @@ async def _append(
         (str(row.message_id), by_mark[f":{mark}"].strip())
         for mark, row in enumerate(included, start=1)
     ]
-    temporary = path / f"{STATE}.new"
-    temporary.write_text(json.dumps(state))
-    temporary.replace(path / STATE)
+    _write_state(path, state)
     return state

@@ -14,12 +14,15 @@ import zipfile
 from pathlib import Path
 
 import pytest
+import sqlalchemy as sa
 
 from api.archive import app_zip
+from repos import history
 from repos.history import repositories_dir
 from sandboxes.snapshot import WorkspaceSnapshot
-from storage import versions
+from storage import repositories, versions
 from storage.db import Database
+from storage.repositories import RepositoryRow
 from tests.repos.conftest import add_version
 from tests.repos.git_server import GitServer, agit, agit_fails
 
@@ -59,7 +62,12 @@ def first_workspace() -> WorkspaceSnapshot:
 
 
 async def test_versions_clone_pull_and_push(
-    api, server: GitServer, db: Database, tmp_path: Path, caplog: pytest.LogCaptureFixture
+    api,
+    server: GitServer,
+    db: Database,
+    tmp_path: Path,
+    caplog: pytest.LogCaptureFixture,
+    monkeypatch: pytest.MonkeyPatch,
 ) -> None:
     project_id = uuid.uuid4()
     workspace = first_workspace()
@@ -112,11 +120,26 @@ async def test_versions_clone_pull_and_push(
         assert (clone / "components.json").exists()  # the restore's workspace keeps it
         head = log[0][0]
 
-        # Rebuilt from the snapshots after the cache is lost: the same hashes.
-        shutil.rmtree(repositories_dir(settings) / f"{project_id}.git")
-        again = tmp_path / "again"  # over git's original protocol (v0) this time
-        await agit("-c", "protocol.version=0", "clone", "--quiet", git_url, str(again))
+        # The cache lost: it comes back from its bundle in PostgreSQL, not from the template
+        # (which may have changed since).
+        cache = repositories_dir(settings) / f"{project_id}.git"
+        async with db.session() as session:
+            stored = await repositories.get(session, project_id)
+        assert stored is not None and [c for _, c in stored.versions] == [log[1][0], log[0][0]]
+        shutil.rmtree(cache)
+        with monkeypatch.context() as patched:
+            patched.setattr(history, "app_entries", lambda *_: pytest.fail("rebuilt"))
+            again = tmp_path / "again"  # over git's original protocol (v0) this time
+            await agit("-c", "protocol.version=0", "clone", "--quiet", git_url, str(again))
         assert [c[0] for c in commits(await agit("log", LOG, cwd=again))] == [c[0] for c in log]
+        # Without the bundle either: rebuilt from the snapshots, the same hashes.
+        async with db.session() as session:
+            await session.execute(sa.delete(RepositoryRow))
+            await session.commit()
+        shutil.rmtree(cache)
+        rebuilt = tmp_path / "rebuilt"
+        await agit("clone", "--quiet", git_url, str(rebuilt))
+        assert [c[0] for c in commits(await agit("log", LOG, cwd=rebuilt))] == [c[0] for c in log]
 
         # Read-only: a push to the API's endpoint is refused in words.
         await agit("commit", "--quiet", "--allow-empty", "-m", "mine", cwd=clone)
