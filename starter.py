@@ -6,6 +6,11 @@
     python starter.py send PROJECT_ID "Use this logo in the header" --image logo.png
     python starter.py show PROJECT_ID
     python starter.py list
+    python starter.py import https://github.com/you/app.git [--ref main] ["Add a footer"]
+    python starter.py push PROJECT_ID https://github.com/you/app.git [--branch main] [--force]
+
+`import` and `push` read a token for the remote from QAI_GIT_TOKEN (never from the command line,
+which other users can see); it is used for that one fetch or push.
 
 `new` and `send` wait for the reply and show live progress; `--no-wait` returns at once with the
 ids, `--json` prints one JSON object. The exit status is 0 for a RESULT, 1 for an ERROR and 2 for
@@ -28,6 +33,8 @@ from typing import Any, NoReturn
 from temporalio.service import RPCError
 
 from contract import MessageOutcome
+from repos.importing import ImportRefused
+from repos.push import PushFailed, push_project
 from runtime.settings import Settings, settings_or_exit
 from runtime.temporal import TemporalConnectionError, connect_temporal
 from storage import images, queries
@@ -41,6 +48,7 @@ from submission import (
     Waiting,
     check_project_id,
     check_submission,
+    import_project,
     outcome_of,
     send,
     wait_for_reply,
@@ -158,6 +166,89 @@ def read_images(paths: Sequence[str]) -> list[ImageUpload]:
             raise InvalidSubmission(f"{name} cannot be read ({error.strerror})") from None
         uploads.append(ImageUpload(path.name, data))
     return uploads
+
+
+GIT_TOKEN_VARIABLE = "QAI_GIT_TOKEN"
+
+
+def _git_token() -> str | None:
+    return os.environ.get(GIT_TOKEN_VARIABLE) or None
+
+
+async def _push(args: argparse.Namespace, settings: Settings, db: Database) -> int:
+    project_id = check_project_id(args.project_id)
+    pushed = await push_project(
+        db,
+        settings,
+        project_id,
+        remote_url=args.remote_url,
+        branch=args.branch,
+        token=_git_token(),
+        force=args.force,
+    )
+    if args.json:
+        print(
+            json.dumps(
+                {
+                    "remote_url": pushed.remote_url,
+                    "branch": pushed.branch,
+                    "commit": pushed.commit,
+                    "versions": pushed.versions,
+                    "forced": pushed.forced,
+                }
+            )
+        )
+    else:
+        state = "already up to date" if pushed.up_to_date else f"{pushed.versions} version(s)"
+        print(f"✔ Pushed {pushed.remote_url} {pushed.branch} at {pushed.commit[:12]} ({state})")
+    return 0
+
+
+async def _import(args: argparse.Namespace, settings: Settings, db: Database) -> int:
+    client = await connect_temporal(settings)
+    imported = await import_project(
+        client, db, settings, args.repo_url, ref=args.ref, token=_git_token(), prompt=args.prompt
+    )
+    ids = {
+        "project_id": str(imported.project_id),
+        "imported_message_id": str(imported.imported_message_id),
+        "commit": imported.commit,
+        "files": imported.fetched.files,
+    }
+    if imported.submission is None or args.no_wait:
+        if imported.submission is not None:
+            ids["message_id"] = str(imported.submission.message_id)
+        if args.json:
+            print(json.dumps(ids))
+        else:
+            print(f"✔ Imported {imported.fetched.url} at {imported.commit}")
+            print(f"Project:  {imported.project_id}")
+        return 0
+    if not args.json:
+        print(f"✔ Imported {imported.fetched.url} at {imported.commit}", file=sys.stderr)
+    progress = Progress(not args.json)
+    message_id = imported.submission.message_id
+    try:
+        reply = await wait_for_reply(client, db, settings, message_id, on_wait=progress.show)
+    finally:
+        progress.done()
+    outcome = outcome_of(reply, message_id)
+    if args.json:
+        print(
+            json.dumps(
+                {
+                    **ids,
+                    "message_id": str(message_id),
+                    "status": outcome.status.value,
+                    "content": outcome.content,
+                    "fragment": _fragment_json(reply),
+                },
+                ensure_ascii=False,
+            )
+        )
+    else:
+        _print_outcome(settings, imported.project_id, outcome, reply)
+    return 0 if outcome.status.value == "RESULT" else EXIT_ERROR_REPLY
 
 
 async def _create_or_send(args: argparse.Namespace, settings: Settings, db: Database) -> int:
@@ -302,6 +393,10 @@ async def run(args: argparse.Namespace, settings: Settings) -> int:
             return await _create_or_send(args, settings, db)
         if args.command == "show":
             return await _show(args, db)
+        if args.command == "push":
+            return await _push(args, settings, db)
+        if args.command == "import":
+            return await _import(args, settings, db)
         return await _list(args, db)
 
 
@@ -328,6 +423,20 @@ def parser() -> argparse.ArgumentParser:
     show = commands.add_parser("show", help="show a project's messages and fragments")
     show.add_argument("project_id")
     commands.add_parser("list", help="list projects")
+    imports = commands.add_parser(
+        "import", help="start a project from a git repository (token: $QAI_GIT_TOKEN)"
+    )
+    imports.add_argument("repo_url")
+    imports.add_argument("prompt", nargs="?", default=None, help="a first change to make")
+    imports.add_argument("--ref", default=None, help="branch, tag or commit (default: HEAD)")
+    imports.add_argument("--no-wait", action="store_true", help="return at once with the ids")
+    push = commands.add_parser(
+        "push", help="push a project's versions to a git remote (token: $QAI_GIT_TOKEN)"
+    )
+    push.add_argument("project_id")
+    push.add_argument("remote_url")
+    push.add_argument("--branch", default="main")
+    push.add_argument("--force", action="store_true", help="replace the branch's commits")
     for sub in commands.choices.values():
         sub.add_argument("--json", action="store_true", help="print one JSON object")
     return root
@@ -344,6 +453,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     except (InvalidSubmission, ProjectNotFoundError) as error:
         print(f"qai: {error}", file=sys.stderr)
         return EXIT_USAGE
+    except (PushFailed, ImportRefused) as error:
+        print(f"qai: {error}", file=sys.stderr)
+        return EXIT_USAGE if error.status < 500 else EXIT_ERROR_REPLY
     except (TemporalConnectionError, StorageError) as error:
         print(f"qai: {error}", file=sys.stderr)
         return EXIT_ERROR_REPLY

@@ -33,11 +33,13 @@ from contract import (
     MessageOutcome,
     ProjectInput,
     RunProgress,
+    WakePreview,
     agent_run_workflow_id,
     project_workflow_id,
 )
+from repos.importing import FetchedRepository, fetch_repository, save_import
 from runtime.settings import Settings
-from storage import images, queries
+from storage import images, queries, versions
 from storage.db import Database
 from storage.errors import ProjectNotFoundError
 from storage.image_files import CheckedImage, ImageRejected, check_images
@@ -220,6 +222,62 @@ async def send(client: Client, db: Database, settings: Settings, submission: Sub
 
 _MAYBE_DELIVERED = {RPCStatusCode.DEADLINE_EXCEEDED, RPCStatusCode.CANCELLED, RPCStatusCode.UNKNOWN}
 """Signal failures after which the workflow may still have the message (keep its images)."""
+
+
+@dataclass(frozen=True)
+class ImportedProject:
+    project_id: uuid.UUID
+    imported_message_id: uuid.UUID
+    """The RESULT "Imported <url> at <commit>": the project's first version."""
+    commit: str
+    fetched: FetchedRepository
+    submission: Submission | None
+    """The prompt's follow-up, when a prompt was given."""
+
+    @property
+    def workflow_id(self) -> str:
+        return (
+            self.submission.workflow_id if self.submission else project_workflow_id(self.project_id)
+        )
+
+
+async def import_project(
+    client: Client,
+    db: Database,
+    settings: Settings,
+    repo_url: str,
+    *,
+    ref: str | None = None,
+    token: str | None = None,
+    prompt: str | None = None,
+) -> ImportedProject:
+    """A new project from a git repository, then the prompt (if any) as its first follow-up.
+
+    The repository is checked and fetched before anything is written (ImportRefused says why
+    not). Its sandbox starts with the files and runs `npm install`: the follow-up's run does
+    that, or else the project's workflow starts the preview.
+    """
+    text = check_prompt(prompt) if prompt is not None else None
+    fetched = await fetch_repository(settings, repo_url, ref, token)
+    project_id = uuid.uuid4()
+    message = await save_import(db, settings, fetched, project_id)
+    submission = None
+    try:
+        if text is not None:
+            submission = await submit_prompt(client, db, settings, text, project_id=project_id)
+        else:
+            await signal_project(client, settings, project_id, "wake", WakePreview())
+    except BaseException:  # Temporal refused: leave no project nobody will ever answer
+        async with db.session() as session:
+            await versions.delete_project(session, project_id)
+        raise
+    return ImportedProject(
+        project_id=project_id,
+        imported_message_id=message.id,
+        commit=fetched.commit,
+        fetched=fetched,
+        submission=submission,
+    )
 
 
 async def enqueue(

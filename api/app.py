@@ -13,7 +13,7 @@ from swagger_ui_bundle import swagger_ui_path
 from api import auth, errors
 from api.context import ApiContext
 from api.limits import BodyLimitMiddleware
-from api.routes import fragments, health, projects
+from api.routes import fragments, git, health, projects
 from api.templating import STATIC
 from api.ui import pages
 from runtime.metrics import RequestMetricsMiddleware, metrics_route
@@ -39,6 +39,8 @@ def create_app(context: ApiContext) -> FastAPI:
     ) -> Response:
         if request.url.path.startswith(("/api", "/ui/")) and not auth.authorized(request):
             return auth.unauthorized()
+        if request.url.path.startswith(git.PREFIX) and not auth.git_authorized(request):
+            return auth.git_unauthorized()
         return await call_next(request)
 
     app.add_middleware(BodyLimitMiddleware)
@@ -46,6 +48,7 @@ def create_app(context: ApiContext) -> FastAPI:
     app.add_route("/metrics", metrics_route, include_in_schema=False)  # no token: Prometheus
     app.include_router(projects.router)
     app.include_router(fragments.router)
+    app.include_router(git.router)
     app.include_router(health.router)
     app.include_router(auth.router)
     app.include_router(pages.router)

@@ -7,6 +7,8 @@ never appears in a URL or an access log. With no QAI_API_TOKEN every request is 
 
 from __future__ import annotations
 
+import base64
+import binascii
 import hashlib
 import hmac
 
@@ -36,6 +38,34 @@ def authorized(request: Request) -> bool:
         return True
     cookie = request.cookies.get(COOKIE, "")
     return bool(cookie) and hmac.compare_digest(cookie, session_value(token))
+
+
+def git_authorized(request: Request) -> bool:
+    """For git clients: the token as the password of HTTP Basic auth (any user name), or as
+    a Bearer token; with no QAI_API_TOKEN, the same as every route (loopback only)."""
+    if authorized(request):
+        return True
+    secret = context_of(request).settings.qai_api_token
+    assert secret is not None  # authorized() lets everything through without a token
+    scheme, _, given = request.headers.get("authorization", "").partition(" ")
+    if scheme.lower() != "basic":
+        return False
+    try:
+        decoded = base64.b64decode(given.strip(), validate=True).decode()
+    except (binascii.Error, UnicodeDecodeError):
+        return False
+    _, _, password = decoded.partition(":")
+    return hmac.compare_digest(password.encode(), secret.get_secret_value().encode())
+
+
+def git_unauthorized() -> Response:
+    """401 with a Basic challenge, which makes git ask its credential helper for the token."""
+    return Response(
+        "this repository needs the API token: use it as the password (any user name)\n",
+        status_code=401,
+        media_type="text/plain",
+        headers={"WWW-Authenticate": 'Basic realm="qai", charset="UTF-8"'},
+    )
 
 
 def unauthorized() -> JSONResponse:

@@ -20,13 +20,20 @@ SUBMISSION_ROUTES = re.compile(r"/api/projects(/[^/]+/messages)?/?")
 
 
 def body_limit(scope: Scope, default: int = MAX_BODY_BYTES) -> int:
-    """The body limit of a request: larger only for a multipart submission of images."""
+    """The body limit of a request: larger only for git's fetch negotiation and for a
+    multipart submission of images."""
+    if scope.get("path", "").startswith("/git/"):
+        return GIT_MAX_BODY_BYTES
     if scope.get("method") != "POST" or not SUBMISSION_ROUTES.fullmatch(scope.get("path", "")):
         return default
     headers = dict(scope.get("headers") or [])
     if not headers.get(b"content-type", b"").startswith(b"multipart/form-data"):
         return default
     return MAX_SUBMISSION_BYTES
+
+
+GIT_MAX_BODY_BYTES = 8 * 1024 * 1024
+"""For git's fetch negotiation (`/git/...`): a clone with many local commits sends many `have`s."""
 
 
 class BodyTooLarge(Exception):

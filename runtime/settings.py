@@ -203,6 +203,19 @@ class Settings(BaseSettings):
         ),
     )
 
+    # Git
+    qai_git_author: str = Field(
+        default="qai <qai@localhost>",
+        description="Author and committer of the commits made from a project's versions.",
+    )
+    qai_git_allowed_hosts: str | None = Field(
+        default=None,
+        description=(
+            "Comma-separated git hosts (host or host:port) that push and import may use even "
+            "on private or loopback addresses, and over plain http."
+        ),
+    )
+
     # Operations
     qai_metrics_host: str = Field(
         default="127.0.0.1",
@@ -268,6 +281,22 @@ class Settings(BaseSettings):
         """QAI_RATE_LIMIT as (requests, seconds)."""
         count, _, unit = self.qai_rate_limit.partition("/")
         return int(count), {"second": 1.0, "minute": 60.0, "hour": 3600.0}[unit]
+
+    @field_validator("qai_git_author")
+    @classmethod
+    def _git_identity(cls, value: str) -> str:
+        if not re.fullmatch(r"[^<>\n]+ <[^<>\s]+>", value.strip()):
+            raise ValueError("must look like Name <email>")
+        return value.strip()
+
+    @property
+    def git_allowed_hosts(self) -> frozenset[str]:
+        """QAI_GIT_ALLOWED_HOSTS as lower-case `host` or `host:port` names."""
+        return frozenset(
+            name.strip().lower()
+            for name in (self.qai_git_allowed_hosts or "").split(",")
+            if name.strip()
+        )
 
     @field_validator("qai_preview_url")
     @classmethod

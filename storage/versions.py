@@ -8,15 +8,19 @@ to their own text files.
 from __future__ import annotations
 
 import uuid
+from dataclasses import dataclass
+from datetime import datetime
 
 import sqlalchemy as sa
 from sqlalchemy.ext.asyncio import AsyncSession
-from sqlalchemy.orm import selectinload
+from sqlalchemy.orm import aliased, selectinload
 
 from sandboxes.snapshot import WorkspaceSnapshot
-from storage import images, snapshots
+from storage import events, images, snapshots
+from storage.events import EventKind
 from storage.models import Fragment, Message, MessageRole, MessageType, Project
 from storage.snapshots import SnapshotRow
+from storage.views import message_view
 
 
 async def get_fragment(session: AsyncSession, fragment_id: uuid.UUID) -> Fragment | None:
@@ -124,3 +128,102 @@ async def _message(session: AsyncSession, message_id: uuid.UUID) -> Message | No
         .execution_options(populate_existing=True)
     )
     return (await session.scalars(statement)).one_or_none()
+
+
+@dataclass(frozen=True)
+class VersionRow:
+    """One version of a project: a RESULT reply with a fragment, and the message it answers."""
+
+    message_id: uuid.UUID
+    created_at: datetime
+    summary: str
+    prompt: str | None
+    """The user's message it answers; None for a restore or an import."""
+    fragment_id: uuid.UUID
+
+
+async def project_versions(session: AsyncSession, project_id: uuid.UUID) -> list[VersionRow]:
+    """The project's versions oldest first (ERROR replies are not versions)."""
+    asked = aliased(Message)
+    statement = (
+        sa.select(
+            Message.id,
+            Message.created_at,
+            Message.content,
+            Fragment.summary,
+            Fragment.id,
+            asked.content,
+        )
+        .join(Fragment, Fragment.message_id == Message.id)
+        .outerjoin(asked, asked.id == Message.reply_to_id)
+        .where(
+            Message.project_id == project_id,
+            Message.role == MessageRole.ASSISTANT,
+            Message.type == MessageType.RESULT,
+        )
+        .order_by(Message.created_at, Message.seq)
+    )
+    return [
+        VersionRow(
+            message_id=row[0],
+            created_at=row[1],
+            summary=row[3] or row[2],
+            prompt=row[5],
+            fragment_id=row[4],
+        )
+        for row in (await session.execute(statement)).all()
+    ]
+
+
+async def save_imported_project(
+    session: AsyncSession,
+    *,
+    project_id: uuid.UUID,
+    name: str,
+    message_id: uuid.UUID,
+    title: str,
+    content: str,
+    workspace: WorkspaceSnapshot,
+    sandbox_url: str,
+) -> Message:
+    """A new project whose first version is an imported repository: the project, its
+    ASSISTANT RESULT with fragment and snapshot, and the message's event, in one transaction."""
+    try:
+        session.add(Project(id=project_id, name=name))
+        await session.flush()
+        message = Message(
+            id=message_id,
+            project_id=project_id,
+            role=MessageRole.ASSISTANT,
+            type=MessageType.RESULT,
+            content=content,
+            fragment=None,
+        )
+        session.add(message)
+        message.fragment = Fragment(
+            message_id=message_id,
+            sandbox_url=sandbox_url,
+            title=title,
+            files=workspace.source_files(),
+            summary=content,
+        )
+        await session.flush()
+        await snapshots.save(
+            session,
+            project_id=project_id,
+            run_id=message_id,
+            snapshot=workspace,
+            tool_call_id=None,
+        )
+        await events.append(
+            session,
+            project_id,
+            EventKind.MESSAGE,
+            f"run:{message_id}:message:{message_id}",  # the key a restore's event has
+            message_view(message),
+        )
+        await session.commit()
+    except BaseException:
+        await session.rollback()
+        raise
+    return message

@@ -5,12 +5,12 @@ from __future__ import annotations
 
 import asyncio
 import uuid
-from typing import Annotated, Any
+from typing import Annotated, Any, TypeVar
 
 from fastapi import APIRouter, Depends, Header, HTTPException, Query, Request, Response
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse, StreamingResponse
-from pydantic import BaseModel, ValidationError
+from pydantic import BaseModel, Field, ValidationError
 from starlette.datastructures import UploadFile
 from temporalio.service import RPCError, RPCStatusCode
 
@@ -18,6 +18,9 @@ from api.context import ApiContext, context_of
 from api.errors import not_found
 from api.limits import BodyTooLarge
 from contract import DeleteProject, project_workflow_id
+from repos.history import remove_repository
+from repos.importing import ImportRefused
+from repos.push import PushFailed, push_project
 from runtime import metrics
 from storage import events, images, listing, queries
 from storage.errors import ProjectNotFoundError
@@ -28,7 +31,9 @@ from submission import (
     InvalidSubmission,
     Submission,
     cancel_running,
+    check_prompt,
     check_submission,
+    import_project,
     send,
     signal_project,
 )
@@ -43,29 +48,63 @@ class PromptBody(BaseModel):
     prompt: str
 
 
-SUBMISSION_BODY = {
-    "required": True,
-    "content": {
-        "application/json": {"schema": PromptBody.model_json_schema()},
-        "multipart/form-data": {
-            "schema": {
-                "type": "object",
-                "required": ["prompt"],
-                "properties": {
-                    "prompt": {"type": "string"},
-                    "images": {
-                        "type": "array",
-                        "maxItems": MAX_IMAGES,
-                        "items": {"type": "string", "format": "binary"},
-                        "description": f"PNG, JPEG, WebP or GIF; at most {MAX_IMAGES}, "
-                        f"{MAX_IMAGE_BYTES // 1024 // 1024} MB and 40 megapixels each",
-                    },
-                },
-            }
+Body = TypeVar("Body", bound=BaseModel)
+
+
+class CreateBody(BaseModel):
+    prompt: str | None = None
+    repo_url: str | None = None
+    """Start from this git repository instead (its files are the first version)."""
+    ref: str | None = None
+    token: str | None = Field(default=None, repr=False)
+    """For a private repository: used for this fetch only, never stored."""
+
+
+class Imported(BaseModel):
+    project_id: uuid.UUID
+    message_id: uuid.UUID
+    """The prompt's message, or without a prompt the imported version's."""
+    workflow_id: str
+    imported_message_id: uuid.UUID
+    commit: str
+    files: int
+
+
+class PushBody(BaseModel):
+    remote_url: str
+    branch: str = "main"
+    token: str | None = Field(default=None, repr=False)
+    """Used for this push only: never stored, logged or shown."""
+    force: bool = False
+
+
+def _submission_body(json_schema: type[BaseModel]) -> dict[str, Any]:
+    """A route that takes JSON (`json_schema`) or multipart/form-data (a prompt and images)."""
+    return {
+        "required": True,
+        "content": {
+            "application/json": {"schema": json_schema.model_json_schema()},
+            "multipart/form-data": _MULTIPART,
         },
-    },
+    }
+
+
+_MULTIPART = {
+    "schema": {
+        "type": "object",
+        "required": ["prompt"],
+        "properties": {
+            "prompt": {"type": "string"},
+            "images": {
+                "type": "array",
+                "maxItems": MAX_IMAGES,
+                "items": {"type": "string", "format": "binary"},
+                "description": f"PNG, JPEG, WebP or GIF; at most {MAX_IMAGES}, "
+                f"{MAX_IMAGE_BYTES // 1024 // 1024} MB and 40 megapixels each",
+            },
+        },
+    }
 }
-"""The two submission routes take JSON or multipart/form-data (a prompt and its images)."""
 
 
 async def read_submission(request: Request) -> tuple[str, list[ImageUpload]]:
@@ -73,15 +112,20 @@ async def read_submission(request: Request) -> tuple[str, list[ImageUpload]]:
     content_type = request.headers.get("content-type", "")
     if content_type.startswith("multipart/form-data"):
         return await _read_form(request)
+    body = _json_body(PromptBody, await request.body())
+    return body.prompt, []
+
+
+def _json_body(model: type[Body], raw: bytes) -> Body:
+    """`raw` as `model`; a 422 in FastAPI's own validation-error form otherwise."""
     try:
-        body = PromptBody.model_validate_json(await request.body())
+        return model.model_validate_json(raw)
     except ValidationError as error:
         problems = []
         for problem in error.errors():
             kind = "dict_type" if problem["type"] == "model_type" else problem["type"]
             problems.append({**problem, "type": kind, "loc": ("body", *problem["loc"])})
         raise RequestValidationError(problems) from None
-    return body.prompt, []
 
 
 async def _read_form(request: Request) -> tuple[str, list[ImageUpload]]:
@@ -131,6 +175,19 @@ def parse_id(value: str, kind: str) -> uuid.UUID:
         raise not_found(kind, value) from None
 
 
+def _rate_limit(context: ApiContext, request: Request) -> None:
+    client = request.client.host if request.client else "unknown"
+    wait = context.limiter.retry_after(client)
+    if wait is not None:
+        metrics.RATE_LIMITED.inc()
+        raise HTTPException(
+            429,
+            f"too many messages; the limit is {context.settings.qai_rate_limit}. "
+            f"Try again in {wait} s",
+            headers={"Retry-After": str(wait)},
+        )
+
+
 async def _submit(
     context: ApiContext, request: Request, project_id: uuid.UUID | None
 ) -> Submission:
@@ -144,16 +201,7 @@ async def _submit(
         raise HTTPException(422, str(error)) from None
     except ProjectNotFoundError:
         raise not_found("project", project_id) from None
-    client = request.client.host if request.client else "unknown"
-    wait = context.limiter.retry_after(client)
-    if wait is not None:
-        metrics.RATE_LIMITED.inc()
-        raise HTTPException(
-            429,
-            f"too many messages; the limit is {context.settings.qai_rate_limit}. "
-            f"Try again in {wait} s",
-            headers={"Retry-After": str(wait)},
-        )
+    _rate_limit(context, request)
     await send(context.temporal, context.db, context.settings, submission)
     return submission
 
@@ -161,16 +209,58 @@ async def _submit(
 @router.post(
     "/projects",
     status_code=201,
-    response_model=Created,
-    openapi_extra={"requestBody": SUBMISSION_BODY},
+    response_model=Created | Imported,
+    openapi_extra={"requestBody": _submission_body(CreateBody)},
 )
-async def create_project(request: Request, context: Context) -> Created:
-    """Start a project from a prompt (and up to four images); the run starts at once."""
+async def create_project(request: Request, context: Context) -> Created | Imported:
+    """Start a project from a prompt (and up to four images; the run starts at once), or from
+    a git repository (`repo_url`, `ref`, `token`: its files become the first version, then the
+    prompt runs)."""
+    if not request.headers.get("content-type", "").startswith("multipart/form-data"):
+        body = _json_body(CreateBody, await request.body())
+        if body.repo_url is not None:
+            return await _import(body, request, context)
+        if body.prompt is None:
+            raise HTTPException(
+                422, 'prompt is missing; send a JSON object such as {"prompt": "..."}'
+            )
     submission = await _submit(context, request, None)
     return Created(
         project_id=submission.project_id,
         message_id=submission.message_id,
         workflow_id=submission.workflow_id,
+    )
+
+
+async def _import(body: CreateBody, request: Request, context: Context) -> Imported:
+    assert body.repo_url is not None
+    if body.prompt is not None:
+        try:
+            check_prompt(body.prompt)
+        except InvalidSubmission as error:
+            raise HTTPException(422, str(error)) from None
+    _rate_limit(context, request)
+    try:
+        imported = await import_project(
+            context.temporal,
+            context.db,
+            context.settings,
+            body.repo_url,
+            ref=body.ref,
+            token=body.token,
+            prompt=body.prompt,
+        )
+    except ImportRefused as error:
+        raise HTTPException(error.status, str(error)) from None
+    return Imported(
+        project_id=imported.project_id,
+        message_id=imported.submission.message_id
+        if imported.submission
+        else imported.imported_message_id,
+        workflow_id=imported.workflow_id,
+        imported_message_id=imported.imported_message_id,
+        commit=imported.commit,
+        files=imported.fetched.files,
     )
 
 
@@ -209,9 +299,21 @@ async def list_projects(
     }
 
 
+def git_url(request: Request, project_id: uuid.UUID) -> str:
+    """The clone URL: this API's own address, as the client reached it."""
+    return f"{str(request.base_url).rstrip('/')}/git/{project_id}.git"
+
+
 @router.get("/projects/{project_id}")
-async def get_project(project_id: str, context: Context) -> dict[str, Any]:
-    """The project with its messages oldest first, the running run's phase, and token usage."""
+async def get_project(project_id: str, request: Request, context: Context) -> dict[str, Any]:
+    """The project with its messages oldest first, the running run's phase, token usage, and
+    the URL to `git clone` its versions from."""
+    body = await project_body(project_id, context)
+    return {**body, "git_url": git_url(request, uuid.UUID(body["project_id"]))}
+
+
+async def project_body(project_id: str, context: ApiContext) -> dict[str, Any]:
+    """What `GET /api/projects/{id}` answers, but the clone URL (which needs the request)."""
     key = parse_id(project_id, "project")
     async with context.db.session() as session:
         project = await queries.get_project(session, key)
@@ -275,13 +377,45 @@ async def _existing(context: ApiContext, project_id: str) -> uuid.UUID:
     "/projects/{project_id}/messages",
     status_code=202,
     response_model=Accepted,
-    openapi_extra={"requestBody": SUBMISSION_BODY},
+    openapi_extra={"requestBody": _submission_body(PromptBody)},
 )
 async def send_message(project_id: str, request: Request, context: Context) -> Accepted:
     """A follow-up message (with up to four images), answered after the ones before it."""
     key = parse_id(project_id, "project")
     submission = await _submit(context, request, key)
     return Accepted(message_id=submission.message_id, workflow_id=submission.workflow_id)
+
+
+@router.post("/projects/{project_id}/push")
+async def push(project_id: str, body: PushBody, context: Context) -> dict[str, Any]:
+    """Push the project's history (one commit per version) to a remote; answers once done."""
+    key = await _existing(context, project_id)
+    try:
+        pushed = await push_project(
+            context.db,
+            context.settings,
+            key,
+            remote_url=body.remote_url,
+            branch=body.branch,
+            token=body.token,
+            force=body.force,
+        )
+    except PushFailed as error:
+        raise HTTPException(error.status, str(error)) from None
+    except ProjectNotFoundError:
+        raise not_found("project", project_id) from None
+    return {
+        "remote_url": pushed.remote_url,
+        "branch": pushed.branch,
+        "commit": pushed.commit,
+        "versions": pushed.versions,
+        "forced": pushed.forced,
+        "detail": (
+            f"{pushed.branch} was already at {pushed.commit[:12]}"
+            if pushed.up_to_date
+            else f"pushed {pushed.versions} version(s) to {pushed.branch} ({pushed.commit[:12]})"
+        ),
+    }
 
 
 @router.post("/projects/{project_id}/cancel", status_code=202)
@@ -303,6 +437,7 @@ async def delete_project(project_id: str, context: Context) -> Response:
             while True:
                 async with context.db.session() as session:
                     if await queries.get_project(session, key) is None:
+                        await asyncio.to_thread(remove_repository, context.settings, key)
                         return Response(status_code=204)
                 await asyncio.sleep(0.2)
     except TimeoutError:

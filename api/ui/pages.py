@@ -94,7 +94,8 @@ async def project_page(project_id: str, request: Request, context: Context) -> R
     state = await project_state(context, key) if key is not None else None
     if state is None:
         return _page(context, "not_found.html", status_code=404)
-    return _page(context, "project.html", state=state, version=state.version(None))
+    git_url = f"{str(request.base_url).rstrip('/')}/git/{key}.git"
+    return _page(context, "project.html", state=state, version=state.version(None), git_url=git_url)
 
 
 @router.get("/ui/projects/{project_id}/conversation", response_class=HTMLResponse)

@@ -14,7 +14,7 @@ from typing import Any
 from fastapi import HTTPException
 
 from api.context import ApiContext
-from api.routes.projects import get_project, project_known
+from api.routes.projects import project_body, project_known
 from storage import events
 
 
@@ -72,7 +72,7 @@ def _status(message: dict[str, Any], answered: set[str], running: Running | None
 async def project_state(context: ApiContext, project_id: uuid.UUID) -> ProjectState | None:
     """The page's state; None when there is no such project (nor a workflow starting one)."""
     try:
-        body = await get_project(str(project_id), context)
+        body = await project_body(str(project_id), context)
     except HTTPException as error:
         if error.status_code != 404:
             raise

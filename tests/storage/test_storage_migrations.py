@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import os
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -21,13 +22,10 @@ ROOT = Path(__file__).resolve().parents[2]
 
 
 async def test_database_is_at_head(database_url: str) -> None:
-    newest = max((ROOT / "storage/migrations/versions").glob("0*.py"))
-    revision = next(
-        line.split("=", 1)[1].strip().strip("\"'")
-        for line in newest.read_text().splitlines()
-        if line.startswith("revision")
-    )
-    assert head_revision() == revision
+    newest = max((ROOT / "storage/migrations/versions").glob("0*.py"), key=lambda p: p.name)
+    # The newest file's own revision id (a number, or a branch's `issueN_<slug>` until renumbered)
+    revision = re.search(r'^revision: str = "([^"]+)"', newest.read_text(), re.MULTILINE)
+    assert revision is not None and head_revision() == revision.group(1)
     assert await current_revision(database_url) == head_revision()
 
 
@@ -77,6 +75,7 @@ async def test_enum_types_and_cascades_exist(db: Database) -> None:
             "fk_messages_project_id_projects",
             "fk_messages_reply_to_id_messages",
             "fk_previews_project_id_projects",
+            "fk_project_repositories_project_id_projects",
             "fk_run_files_run_id_messages",
             "fk_transcript_entries_run_id_messages",
             "fk_workspace_snapshots_project_id_projects",

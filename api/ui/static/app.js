@@ -192,11 +192,71 @@
     });
   }
 
+  // A form sent as JSON of its named fields (empty ones left out; checkboxes as booleans).
+  function jsonForm(form, url, onDone) {
+    const error = $(".form-error", form);
+    const button = $("button[type=submit]", form);
+    form.addEventListener("submit", async (event) => {
+      event.preventDefault();
+      if (button.disabled) return;
+      const body = {};
+      for (const field of form.querySelectorAll("[name]")) {
+        if (field.type === "checkbox") body[field.name] = field.checked;
+        else if (field.value.trim()) body[field.name] = field.value.trim();
+      }
+      button.disabled = true;
+      form.setAttribute("aria-busy", "true");
+      try {
+        const result = await postJson(url, body);
+        showError(error, result.ok ? "" : refusal(result));
+        if (result.ok) onDone(result.data, form);
+      } catch (_) {
+        showError(error, "The server did not answer. Check the connection and try again.");
+      } finally {
+        button.disabled = false;
+        form.removeAttribute("aria-busy");
+      }
+    });
+  }
+
   function home() {
     const form = $("#create-form");
     if (!form) return;
     promptForm(form, "/api/projects", (data) => {
       window.location.assign(`/projects/${data.project_id}`);
+    });
+    const importing = $("#import-form");
+    if (importing) {
+      jsonForm(importing, "/api/projects", (data) => {
+        window.location.assign(`/projects/${data.project_id}`);
+      });
+    }
+  }
+
+  // The Git dialog: the clone address, and a push that answers once done.
+  function gitDialog(projectId) {
+    const dialog = $("#git-dialog");
+    if (!dialog) return;
+    $("#git-open").addEventListener("click", () => dialog.showModal());
+    $("#git-close").addEventListener("click", () => dialog.close());
+    const form = $("#push-form");
+    const done = $("#push-done");
+    form.addEventListener("submit", () => showError(done, ""));
+    jsonForm(form, `/api/projects/${projectId}/push`, (data) => {
+      $("#push-token").value = ""; // kept only as long as the push
+      showError(done, `Done: ${data.detail}.`);
+    });
+    dialog.addEventListener("click", async (event) => {
+      const copy = event.target.closest(".copy");
+      if (!copy) return;
+      const text = document.getElementById(copy.dataset.copyTarget).textContent;
+      try {
+        await navigator.clipboard.writeText(text);
+        copy.textContent = "Copied";
+      } catch (_) {
+        copy.textContent = "Copy failed";
+      }
+      setTimeout(() => (copy.textContent = "Copy"), 1500);
     });
   }
 
@@ -515,6 +575,7 @@
       return true;
     }
 
+    gitDialog(projectId);
     setInterval(tickElapsed, 1000);
     tickElapsed();
     keepScrolled();
