@@ -100,6 +100,7 @@ class ToolActivities:
             metrics.tool_call(name, KNOWN_TOOLS, "error")
             raise sandbox_failure(error, f"running {name}") from error
         metrics.tool_call(name, KNOWN_TOOLS, "ok" if outcome.ok else "failed")
+        metrics.edits_done(outcome.edits_applied, outcome.edits_refused)
         content = outcome.content
         if input.restarted:
             content = f"{input.restarted}\n\n{content}"
@@ -135,6 +136,11 @@ class ToolActivities:
                 "name": name,
                 "ok": outcome.ok,
                 "brief": outcome.brief,
+                **(
+                    {"diffs": [diff.model_dump() for diff in outcome.diffs]}
+                    if outcome.diffs
+                    else {}
+                ),
             },
         )
         return ToolCallResult(

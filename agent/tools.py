@@ -1,4 +1,4 @@
-"""The agent's three tools: their schemas for the model, and running them against a sandbox.
+"""The agent's tools (the seed's three, and editFiles): their schemas, and running them.
 
 Every call ends in a `ToolOutcome` the model sees. Bad arguments, unknown tools, paths outside
 the workspace, forbidden commands and requests the workspace refuses (`WorkspaceError`: a
@@ -17,6 +17,7 @@ from typing import Any
 
 from pydantic import BaseModel, Field, ValidationError
 
+from agent import edits
 from sandboxes.base import (
     HOME,
     CommandFailedError,
@@ -31,6 +32,7 @@ from sandboxes.base import (
 TERMINAL = "terminal"
 CREATE_OR_UPDATE_FILES = "createOrUpdateFiles"
 READ_FILES = "readFiles"
+EDIT_FILES = "editFiles"
 
 COMMAND_TIMEOUT_SECONDS = 300
 MAX_STREAM_CHARS = 8_000
@@ -91,6 +93,40 @@ TOOL_DEFINITIONS: list[dict[str, Any]] = [
             },
         },
     },
+    {
+        "type": "function",
+        "function": {
+            "name": EDIT_FILES,
+            "description": (
+                "Change part of existing files: each edit replaces `old` (copied exactly from "
+                "the file, with enough lines around it to occur once) with `new`. Edits apply "
+                "in order; if any edit fails, no file is changed. Use it for every change to "
+                "an existing file; use createOrUpdateFiles for new files or full rewrites."
+            ),
+            "parameters": {
+                "type": "object",
+                "properties": {
+                    "edits": {
+                        "type": "array",
+                        "items": {
+                            "type": "object",
+                            "properties": {
+                                "path": {"type": "string"},
+                                "old": {"type": "string", "description": "Text to replace."},
+                                "new": {"type": "string", "description": "Replacement text."},
+                                "replace_all": {
+                                    "type": "boolean",
+                                    "description": "Replace every occurrence of `old`.",
+                                },
+                            },
+                            "required": ["path", "old", "new"],
+                        },
+                    }
+                },
+                "required": ["edits"],
+            },
+        },
+    },
 ]
 
 
@@ -111,6 +147,24 @@ class ReadFilesArgs(BaseModel):
     files: list[str] = Field(min_length=1)
 
 
+class EditArgs(BaseModel):
+    path: str = Field(min_length=1)
+    old: str
+    new: str
+    replace_all: bool = False
+
+
+class EditFilesArgs(BaseModel):
+    edits: list[EditArgs] = Field(min_length=1)
+
+
+class FileDiff(BaseModel):
+    path: str
+    added: int
+    removed: int
+    diff: str
+
+
 class ToolOutcome(BaseModel):
     """What a tool call produced: `content` goes to the model, `written` into the agent state."""
 
@@ -118,6 +172,10 @@ class ToolOutcome(BaseModel):
     content: str
     brief: str
     written: dict[str, str] = Field(default_factory=dict)
+    diffs: list[FileDiff] = Field(default_factory=list)
+    """For editFiles: what changed in each file, for the event stream and the UI."""
+    edits_applied: int = 0
+    edits_refused: int = 0
 
 
 # The template's dev server already runs on port 3000 with hot reload; a second one (or a
@@ -331,6 +389,73 @@ async def _read_files(sandbox: Sandbox, args: ReadFilesArgs) -> ToolOutcome:
     )
 
 
+async def _edit_files(sandbox: Sandbox, args: EditFilesArgs) -> ToolOutcome:
+    """Apply every edit, or none: one failing edit leaves every file of the call as it was."""
+    grouped: dict[str, list[edits.Edit]] = {}
+    for item in args.edits:
+        try:
+            path = relative_path(item.path)
+        except InvalidPathError as error:
+            return _edit_refused(f"Path refused: {error}", len(args.edits))
+        grouped.setdefault(path, []).append(edits.Edit(item.old, item.new, item.replace_all))
+    changed: dict[str, str] = {}
+    diffs: list[FileDiff] = []
+    problems: list[str] = []
+    for path, file_edits in grouped.items():
+        try:
+            data = await sandbox.files.read(path, format="bytes")
+        except FileNotFoundError:
+            problems.append(
+                f"{path}: the file does not exist. Create it with createOrUpdateFiles, or check "
+                "the path (list files with the terminal)."
+            )
+            continue
+        except WorkspaceError as error:
+            problems.append(f"{path}: {workspace_problem(error)}")
+            continue
+        problem = binary_problem(data)
+        if problem is not None:
+            problems.append(f"{path}: {problem}; it cannot be edited as text.")
+            continue
+        before = data.decode("utf-8")
+        try:
+            after = edits.apply(before, path, file_edits)
+        except edits.EditError as error:
+            problems.append(str(error))
+            continue
+        changed[path] = after
+        change = edits.change(path, before, after)
+        diffs.append(FileDiff(**change.__dict__))
+    if problems:
+        return _edit_refused("\n\n".join(problems), len(args.edits))
+    entries = [WriteEntry(path=path, data=content) for path, content in changed.items()]
+    try:
+        await sandbox.files.write_files(entries)
+    except WorkspaceError as error:
+        outcome = _write_failed(entries, error)
+        return outcome.model_copy(update={"edits_refused": len(args.edits)})
+    listing = ", ".join(f"{d.path} (+{d.added} -{d.removed})" for d in diffs)
+    added = sum(d.added for d in diffs)
+    removed = sum(d.removed for d in diffs)
+    return ToolOutcome(
+        ok=True,
+        content=f"Edited {len(diffs)} file(s): {listing}. Lines added {added}, removed {removed}.",
+        brief=f"edited {len(diffs)} file(s) +{added} -{removed}",
+        written=changed,
+        diffs=diffs,
+        edits_applied=len(args.edits),
+    )
+
+
+def _edit_refused(problem: str, count: int) -> ToolOutcome:
+    return ToolOutcome(
+        ok=False,
+        content=f"Error: no file was changed.\n{problem}",
+        brief="edit refused",
+        edits_refused=count,
+    )
+
+
 def _invalid(name: str, detail: str) -> ToolOutcome:
     return ToolOutcome(
         ok=False,
@@ -366,6 +491,8 @@ async def execute_tool(
             return await _create_or_update_files(sandbox, files_args)
         if name == READ_FILES:
             return await _read_files(sandbox, ReadFilesArgs.model_validate(arguments))
+        if name == EDIT_FILES:
+            return await _edit_files(sandbox, EditFilesArgs.model_validate(arguments))
     except ValidationError as error:
         return _invalid(name, _validation_detail(error))
     known = ", ".join(tool["function"]["name"] for tool in TOOL_DEFINITIONS)
