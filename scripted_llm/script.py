@@ -128,6 +128,7 @@ class Fault(_Strict):
 class Usage(_Strict):
     prompt_tokens: int = Field(ge=0)
     completion_tokens: int = Field(ge=0)
+    cached_tokens: int | None = Field(default=None, ge=0)
 
 
 class Turn(_Strict):
@@ -176,6 +177,9 @@ class Script(_Strict):
     models: list[str] = Field(default_factory=lambda: ["scripted"], min_length=1)
     delay: float = Field(default=0.0, ge=0)
     require_api_key: str | None = Field(default=None, min_length=1)
+    context_tokens: int | None = Field(default=None, ge=1)
+    """The model's context window: a request whose prompt plus `max_tokens` exceeds it gets a
+    real provider's 400 `context_length_exceeded`."""
 
     @field_validator("conversations")
     @classmethod
