@@ -12,7 +12,7 @@ from activities.errors import sandbox_failure
 from activities.events import emit, run_phase
 from activities.heartbeat import heartbeating
 from activities.services import Services
-from agent.tools import TOOL_DEFINITIONS, execute_tool
+from agent.tools import TOOL_DEFINITIONS, execute_tool, result_chars
 from runtime import metrics
 from sandboxes.base import SandboxError
 from storage import snapshots, transcript
@@ -93,7 +93,15 @@ class ToolActivities:
         try:
             sandbox = await backend.connect(input.sandbox_id)
             async with heartbeating(5.0, name):
-                outcome = await execute_tool(sandbox, name, call["function"].get("arguments", ""))
+                settings = self._services.settings
+                outcome = await execute_tool(
+                    sandbox,
+                    name,
+                    call["function"].get("arguments", ""),
+                    max_result_chars=result_chars(
+                        settings.qai_context_tokens, settings.qai_output_tokens
+                    ),
+                )
                 if input.project_id is not None:
                     snapshot = await sandbox.snapshot(await backend.template_index())
         except SandboxError as error:

@@ -22,8 +22,9 @@ KEEP_TURNS = 2
 """Turns (an assistant reply and its tool results) at the end that are always sent whole."""
 LOW_WATER = 0.6
 """When over budget, trim down to this share of it: a large step, so the next calls append."""
-HARD_LOW_WATER = 0.4
-"""After the provider said the request was too long: trim to this share, keeping one turn."""
+HARD_SHARE = 0.5
+"""After the provider said the request was too long (its window may be smaller than
+configured): trim to this share of what was refused, keeping only the last turn."""
 
 
 @dataclass(frozen=True)
@@ -159,7 +160,7 @@ def make_plan(
     if size <= budget and not hard:
         plan["estimate"] = size
         return plan
-    target = int(budget * (HARD_LOW_WATER if hard else LOW_WATER))
+    target = int(min(budget, size) * HARD_SHARE) if hard else int(budget * LOW_WATER)
     keep = _protected(entries, 1 if hard else KEEP_TURNS)
     calls = _calls_by_id(entries)
     # 1. Tool results, oldest first, become stubs.

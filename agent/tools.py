@@ -38,6 +38,13 @@ COMMAND_TIMEOUT_SECONDS = 300
 MAX_STREAM_CHARS = 8_000
 MAX_READ_CHARS = 60_000
 
+
+def result_chars(context_tokens: int, output_tokens: int) -> int:
+    """The most a readFiles result shows: a quarter of the request's room in the window (as
+    characters, about four a token), and never more than MAX_READ_CHARS."""
+    return min(MAX_READ_CHARS, max(4_000, (context_tokens - output_tokens)))
+
+
 TOOL_DEFINITIONS: list[dict[str, Any]] = [
     {
         "type": "function",
@@ -88,7 +95,20 @@ TOOL_DEFINITIONS: list[dict[str, Any]] = [
             "description": "Read files. Paths are relative to /home/user or start with /home/user.",
             "parameters": {
                 "type": "object",
-                "properties": {"files": {"type": "array", "items": {"type": "string"}}},
+                "properties": {
+                    "files": {"type": "array", "items": {"type": "string"}},
+                    "ranges": {
+                        "type": "object",
+                        "description": "Optional: read only lines [first, last] (1-based, "
+                        'inclusive) of a file, e.g. {"app/page.tsx": [120, 200]}.',
+                        "additionalProperties": {
+                            "type": "array",
+                            "items": {"type": "integer"},
+                            "minItems": 2,
+                            "maxItems": 2,
+                        },
+                    },
+                },
                 "required": ["files"],
             },
         },
@@ -145,6 +165,11 @@ class CreateOrUpdateFilesArgs(BaseModel):
 
 class ReadFilesArgs(BaseModel):
     files: list[str] = Field(min_length=1)
+    ranges: dict[str, tuple[int, int]] = Field(default_factory=dict)
+    """Per path (as given, or relative to /home/user): the lines [first, last] to read."""
+
+    def range_for(self, given: str, relative: str) -> tuple[int, int] | None:
+        return self.ranges.get(given) or self.ranges.get(relative)
 
 
 class EditArgs(BaseModel):
@@ -354,10 +379,40 @@ def binary_problem(data: bytes) -> str | None:
     return f"binary file, {len(data)} bytes; cannot be shown as text"
 
 
-async def _read_files(sandbox: Sandbox, args: ReadFilesArgs) -> ToolOutcome:
+def _lines(text: str, path: str, wanted: tuple[int, int] | None, limit: int) -> dict[str, str]:
+    """A file's text, or the lines asked for; an oversized one shows its first lines that fit
+    `limit` and says how to read the rest."""
+    lines = text.split("\n")
+    total = len(lines)
+    if wanted is None and len(text) <= limit:
+        return {"path": path, "content": text}
+    first, last = wanted if wanted is not None else (1, total)
+    first, last = max(1, first), min(total, max(first, last))
+    if first > total:
+        return {"path": path, "error": f"the file has only {total} lines; ask for lines 1-{total}"}
+    shown, size, end = [], 0, first - 1
+    for number in range(first - 1, last):
+        size += len(lines[number]) + 1
+        if size > limit and shown:
+            break
+        shown.append(lines[number])
+        end = number + 1
+    result = {"path": path, "lines": f"{first}-{end} of {total}", "content": "\n".join(shown)}
+    if end < last:
+        step = max(20, end - first + 1)
+        result["note"] = (
+            f"{'The file' if wanted is None else 'The range'} is too long to show whole "
+            f"({len(text)} characters, {total} lines); lines {first}-{end} are shown. Read the "
+            f'rest a part at a time: {{"files": ["{path}"], "ranges": {{"{path}": '
+            f"[{end + 1}, {min(total, end + step)}]}}}}, or search it with the terminal (grep -n)."
+        )
+    return result
+
+
+async def _read_files(sandbox: Sandbox, args: ReadFilesArgs, limit: int) -> ToolOutcome:
     results: list[dict[str, str]] = []
     failures = 0
-    budget = MAX_READ_CHARS
+    budget = limit
     for path in args.files:
         try:
             relative = relative_path(path)
@@ -379,9 +434,12 @@ async def _read_files(sandbox: Sandbox, args: ReadFilesArgs) -> ToolOutcome:
             failures += 1
             results.append({"path": relative, "error": problem})
             continue
-        shown = bound(data.decode("utf-8"), max(budget, 1_000))
-        budget -= len(shown)
-        results.append({"path": relative, "content": shown})
+        item = _lines(
+            data.decode("utf-8"), relative, args.range_for(path, relative), max(budget, 1_000)
+        )
+        failures += "error" in item
+        budget -= len(item.get("content", ""))
+        results.append(item)
     return ToolOutcome(
         ok=failures == 0,
         content=json.dumps(results, ensure_ascii=False),
@@ -477,8 +535,11 @@ async def execute_tool(
     raw_arguments: str,
     *,
     on_output: Callable[[str], Awaitable[None] | None] | None = None,
+    max_result_chars: int = MAX_READ_CHARS,
 ) -> ToolOutcome:
-    """Run one tool call from the model; anything the model got wrong becomes an error result."""
+    """Run one tool call from the model; anything the model got wrong becomes an error result.
+
+    `max_result_chars` bounds what readFiles shows (a small context window asks for less)."""
     try:
         arguments = json.loads(raw_arguments or "{}")
     except json.JSONDecodeError as error:
@@ -490,7 +551,8 @@ async def execute_tool(
             files_args = CreateOrUpdateFilesArgs.model_validate(arguments)
             return await _create_or_update_files(sandbox, files_args)
         if name == READ_FILES:
-            return await _read_files(sandbox, ReadFilesArgs.model_validate(arguments))
+            read_args = ReadFilesArgs.model_validate(arguments)
+            return await _read_files(sandbox, read_args, min(max_result_chars, MAX_READ_CHARS))
         if name == EDIT_FILES:
             return await _edit_files(sandbox, EditFilesArgs.model_validate(arguments))
     except ValidationError as error:

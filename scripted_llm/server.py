@@ -284,11 +284,11 @@ class ScriptedModel:
         delay += fault.delay if fault else 0.0
         if delay:
             await asyncio.sleep(delay)
-        if fault is not None and fault.status is not None:
-            raise _fault_error(fault)
         record.prompt_tokens = protocol.prompt_tokens(body)
         max_tokens = body.get("max_completion_tokens") or body.get("max_tokens")
         record.max_tokens = max_tokens if isinstance(max_tokens, int) else None
+        if fault is not None and fault.status is not None:
+            raise _fault_error(fault)
         window = self.script.context_tokens
         if window is not None and record.prompt_tokens + (record.max_tokens or 0) > window:
             raise _ErrorReply(

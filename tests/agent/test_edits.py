@@ -150,3 +150,34 @@ async def test_a_missing_file_is_named_with_what_to_do() -> None:
     outcome = await _edit(MemorySandbox({}), {"path": "app/x.tsx", "old": "a", "new": "b"})
     assert not outcome.ok and "app/x.tsx: the file does not exist" in outcome.content
     assert "createOrUpdateFiles" in outcome.content
+
+
+async def _read(sandbox: MemorySandbox, arguments: dict, **options) -> list[dict]:
+    outcome = await execute_tool(sandbox, "readFiles", json.dumps(arguments), **options)  # type: ignore[arg-type]
+    return json.loads(outcome.content)
+
+
+async def test_read_files_keeps_its_old_form_and_reads_line_ranges() -> None:
+    text = "\n".join(f"line {n}" for n in range(1, 401))
+    sandbox = MemorySandbox({"app/page.tsx": text, "b.ts": "b"})
+    (whole, small) = await _read(sandbox, {"files": ["app/page.tsx", "b.ts"]})
+    assert whole == {"path": "app/page.tsx", "content": text} and small["content"] == "b"
+    (part,) = await _read(
+        sandbox, {"files": ["/home/user/app/page.tsx"], "ranges": {"app/page.tsx": [120, 122]}}
+    )
+    assert part == {
+        "path": "app/page.tsx",
+        "lines": "120-122 of 400",
+        "content": "line 120\nline 121\nline 122",
+    }
+
+
+async def test_an_oversized_file_shows_its_head_and_how_to_read_a_part() -> None:
+    text = "\n".join(f"line {n:04}" for n in range(1, 2001))  # 20 000 characters
+    (item,) = await _read(
+        MemorySandbox({"big.ts": text}), {"files": ["big.ts"]}, max_result_chars=4_000
+    )
+    assert item["lines"].startswith("1-") and len(item["content"]) <= 4_000
+    end = int(item["lines"].split("-")[1].split()[0])
+    assert item["content"].endswith(f"line {end:04}")
+    assert f'"ranges": {{"big.ts": [{end + 1}, ' in item["note"]
