@@ -22,7 +22,7 @@ from storage import queries, snapshots, transcript
 from storage.errors import MessageNotFoundError, ProjectNotFoundError
 from storage.events import EventKind
 from storage.models import FragmentData, Message, MessageRole, MessageType
-from storage.views import message_view
+from storage.views import Prices, message_view
 
 
 class StartRunInput(BaseModel):
@@ -101,7 +101,7 @@ async def emit_message(
         run_id or message.id,
         EventKind.MESSAGE,
         f"message:{message.id}",
-        message_view(message),
+        message_view(message, Prices.of(services.settings)),
     )
 
 
@@ -211,7 +211,7 @@ class PersistenceActivities:
                 fragment = None
                 if input.status == ReplyStatus.RESULT:
                     fragment = await self._fragment(session, input)
-                prompt_tokens, completion_tokens = await transcript.usage(session, input.run_id)
+                used = await transcript.run_usage(session, input.run_id)
                 message = await queries.save_assistant_reply(
                     session,
                     project_id=input.project_id,
@@ -220,8 +220,10 @@ class PersistenceActivities:
                     content=input.content,
                     workflow_id=input.workflow_id,
                     fragment=fragment,
-                    prompt_tokens=prompt_tokens,
-                    completion_tokens=completion_tokens,
+                    prompt_tokens=used["prompt_tokens"],
+                    completion_tokens=used["completion_tokens"],
+                    cached_tokens=used["cached_tokens"],
+                    model_calls=used["model_calls"],
                     iterations=input.iterations,
                 )
         except (ProjectNotFoundError, MessageNotFoundError) as error:

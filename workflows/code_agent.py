@@ -105,6 +105,10 @@ FIX_ROUND_ITERATIONS = 6
 """The preview is checked before the RESULT is saved; the title can only fall back."""
 
 
+BUDGET_PATCH = "run-token-budget"
+"""QAI_RUN_TOKEN_BUDGET: a run that reaches it stops calling the model and keeps what exists."""
+
+
 HOST_QUEUES_PATCH = "host-task-queues"
 """Activities on a sandbox run on the task queue of the host holding it."""
 HOST_WAIT = timedelta(seconds=20)
@@ -126,6 +130,16 @@ def host_gone(error: ActivityError) -> bool:
 
 
 CANCELLED_TEXT = "Cancelled. Everything the agent wrote so far is kept in the project."
+BUDGET_NOTHING = (
+    "there is nothing to preview. Raise QAI_RUN_TOKEN_BUDGET or ask for a smaller change."
+)
+
+
+def budget_summary(reached: str) -> str:
+    return (
+        f"{reached}, so the agent stopped before it finished. What it wrote so far is kept and "
+        "was checked; send a follow-up message to continue."
+    )
 
 
 class SandboxKeptDying(Exception):
@@ -164,6 +178,7 @@ class CodeAgentWorkflow:
         self._iteration = 0
         self._lease: SandboxLease | None = None
         self._hosted = False
+        self._budget_reached: str | None = None
 
     def _on_host(self, lease: SandboxLease | None = None) -> dict[str, Any]:
         """Send an activity on the run's sandbox to that sandbox's host."""
@@ -228,6 +243,11 @@ class CodeAgentWorkflow:
         lease, iteration = self._lease, self._iteration
 
         self._progress.current_tool = None
+        if summary is None and self._budget_reached is not None:
+            summary = budget_summary(self._budget_reached)
+            if run.previous_files + files_in_run == 0 and not run.restorable:
+                text = f"{self._budget_reached} before anything was written: {BUDGET_NOTHING}"
+                return await self._save_error(input, lease, text, iteration)
         if summary is None:
             text = (
                 f"The agent used all {run.max_iterations} of its steps without finishing the "
@@ -242,7 +262,10 @@ class CodeAgentWorkflow:
             return await self._save_error(input, lease, text, iteration)
 
         checks = None
-        if workflow.patched(CHECKS_PATCH):
+        if self._budget_reached is not None:  # checks only: fixing would call the model
+            self._progress.phase = "verifying"
+            checks = report(await self._run_checks(input), 0)
+        elif workflow.patched(CHECKS_PATCH):
             summary, checks = await self._verify(input, run, summary)
             lease, iteration = self._lease, self._iteration
 
@@ -292,6 +315,9 @@ class CodeAgentWorkflow:
                 retry_policy=MODEL_RETRY,
                 summary=f"iteration {iteration}/{run.max_iterations}: model",
             )
+            if turn.budget_reached is not None and workflow.patched(BUDGET_PATCH):
+                self._budget_reached = turn.budget_reached
+                break
             for call in turn.tool_calls:
                 self._progress.phase = "tool"
                 self._progress.current_tool = call.name
@@ -453,6 +479,8 @@ class CodeAgentWorkflow:
         self, input: AgentRunInput, run: StartRunResult, summary: str, *, may_fail: bool
     ) -> str:
         """A short title; any failure of the optional title call falls back to the prompt."""
+        if self._budget_reached is not None:  # no more model calls
+            return fallback_title(summary, run.prompt)
         try:
             return await workflow.execute_activity_method(
                 LlmActivities.generate_title,

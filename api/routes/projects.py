@@ -17,7 +17,7 @@ from api.errors import not_found
 from runtime import metrics
 from storage import events, listing, queries
 from storage.errors import ProjectNotFoundError
-from storage.views import message_view
+from storage.views import Prices, message_view, usage_view
 from submission import InvalidSubmission, Submission, check_submission, enqueue, signal_project
 from workflows.project import (
     CancelRun,
@@ -135,9 +135,10 @@ async def get_project(project_id: str, context: Context) -> dict[str, Any]:
         if project is None:
             raise not_found("project", project_id)
         messages = await queries.get_messages(session, key)
-        tokens_in, tokens_out = await listing.usage(session, key)
+        totals = await listing.usage(session, key)
         last_run = await events.latest_run_event(session, key)
     answered = {m.reply_to_id for m in messages if m.reply_to_id is not None}
+    prices = Prices.of(context.settings)
     running = None
     if last_run is not None and last_run.data.get("phase") != "done":
         run_message = uuid.UUID(last_run.data["message_id"])
@@ -154,9 +155,9 @@ async def get_project(project_id: str, context: Context) -> dict[str, Any]:
         "name": project.name,
         "created_at": project.created_at.isoformat(),
         "updated_at": project.updated_at.isoformat(),
-        "messages": [message_view(m) for m in messages],
+        "messages": [message_view(m, prices) for m in messages],
         "running": running,
-        "usage": {"prompt_tokens": tokens_in, "completion_tokens": tokens_out},
+        "usage": usage_view(*totals, prices),
     }
 
 
