@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import os
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -20,7 +21,14 @@ ROOT = Path(__file__).resolve().parents[2]
 
 
 async def test_database_is_at_head(database_url: str) -> None:
-    newest = max(p.name.split("_")[0] for p in (ROOT / "storage/migrations/versions").glob("0*.py"))
+    revisions, parents = set(), set()
+    for path in (ROOT / "storage/migrations/versions").glob("*.py"):
+        text = path.read_text()
+        revisions.add(re.search(r'^revision: str = "([^"]+)"', text, re.M).group(1))
+        parent = re.search(r'^down_revision: str \| None = "([^"]+)"', text, re.M)
+        if parent:
+            parents.add(parent.group(1))
+    (newest,) = revisions - parents  # one chain, one head
     assert head_revision() == newest
     assert await current_revision(database_url) == head_revision()
 
