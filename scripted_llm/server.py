@@ -64,6 +64,8 @@ class RequestRecord:
     """Share of this request's messages (as JSON text) equal to the start of the thread's
     previous request's: what a provider's prompt cache could reuse."""
     finish_reason: str | None = None
+    usage: dict[str, Any] | None = None
+    """The usage the reply reported (a scripted `usage`, or the estimate)."""
     messages: list[Any] = dataclasses.field(default_factory=list, repr=False)
 
     def to_json(self, with_messages: bool = False) -> dict[str, Any]:
@@ -301,6 +303,7 @@ class ScriptedModel:
 
         completion = self._completion(record, body, conversation, turn, fault, thread)
         record.finish_reason = completion["choices"][0]["finish_reason"]
+        record.usage = completion["usage"]
         if record.stream:
             return await _stream(request, completion, body)
         response = web.json_response(completion)

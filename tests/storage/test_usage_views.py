@@ -47,3 +47,35 @@ def test_assistant_messages_carry_usage_and_user_messages_do_not() -> None:
     assert line == (
         "1,000 (prompt 900 of which cached 512, completion 100), 3 model calls, cost 0.0011"
     )
+
+
+def test_the_conversation_shows_a_replys_usage_and_its_edits() -> None:
+    from api.ui.state import ProjectState
+    from api.ui.templating import render
+
+    reply = {
+        "message_id": "m2",
+        "role": "ASSISTANT",
+        "type": "RESULT",
+        "content": "Renamed it.",
+        "created_at": "2026-01-01T00:00:00+00:00",
+        "reply_to_id": "m1",
+        "fragment": None,
+        "status": "",
+        "usage": usage_view(12_000, 345, 4_096, 3, Prices(Decimal(2), Decimal(8))),
+        "edits": [
+            {
+                "path": "app/page.tsx",
+                "added": 1,
+                "removed": 1,
+                "diff": "--- a/app/page.tsx\n+++ b/app/page.tsx\n@@ -4 +4 @@\n"
+                "-<h1>Old</h1>\n+<h1>New</h1>",
+            }
+        ],
+    }
+    html = render("conversation.html", state=ProjectState("p", "P", True, messages=[reply]))
+    assert "12,345 tokens · prompt 12,000 (4,096 cached) · completion 345 · 3 model calls" in html
+    assert "cost 0.0268" in html  # (12 000 x 2 + 345 x 8) / 1 000 000
+    assert '<code>app/page.tsx</code> <span class="added">+1</span>' in html
+    assert '<span class="del">-&lt;h1&gt;Old&lt;/h1&gt;</span>' in html
+    assert '<span class="add">+&lt;h1&gt;New&lt;/h1&gt;</span>' in html

@@ -93,6 +93,7 @@ async def test_an_edit_a_cut_off_reply_and_the_budget_in_one_run(agent_harness) 
     (edited,) = [e.data for e in tool_events if e.data["name"] == "editFiles"]
     assert edited["ok"] and edited["brief"] == "edited 1 file(s) +1 -1"
     (diff,) = edited["diffs"]
+    assert shown_diffs == {str(message_id): [diff]}  # what the conversation shows
     assert (
         diff["path"] == "app/page.tsx"
         and f'+  return <main className="p-8"><h1>{after}' in (diff["diff"])
