@@ -74,6 +74,7 @@ async def test_enum_types_and_cascades_exist(db: Database) -> None:
             "message_type": ["RESULT", "ERROR"],
         }
         assert list(cascades) == [
+            "fk_context_plans_run_id_messages",
             "fk_events_project_id_projects",
             "fk_fragments_message_id_messages",
             "fk_messages_project_id_projects",
