@@ -78,6 +78,7 @@ async def test_an_edit_a_cut_off_reply_and_the_budget_in_one_run(agent_harness) 
             tool_events = [
                 e for e in await events.after(session, project_id, 0) if e.kind == "tool"
             ]
+            shown_diffs = await events.edit_diffs(session, project_id)
 
     # The budget: four paid replies, no fifth call and no title call; the checks still ran.
     assert outcome.status.value == "RESULT", outcome.content
