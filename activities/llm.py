@@ -10,7 +10,6 @@ import json
 import uuid
 
 from openai import APIError
-from pydantic import BaseModel, Field
 from sqlalchemy.ext.asyncio import AsyncSession
 from temporalio import activity
 from temporalio.exceptions import ApplicationError
@@ -28,6 +27,7 @@ from agent.llm import (
 )
 from agent.prompt import TITLE_PROMPT, clean_title, extract_task_summary, fallback_title
 from agent.tools import TOOL_DEFINITIONS
+from contract import AgentTurnInput, AgentTurnResult, TitleInput, ToolCallRef
 from runtime import metrics
 from storage import transcript
 
@@ -50,36 +50,6 @@ CUT_CALL_RESULT = (
     "existing files with editFiles instead of rewriting them."
 )
 BUDGET_TEXT = "The run's token budget (QAI_RUN_TOKEN_BUDGET = {budget} tokens) was reached"
-
-
-class AgentTurnInput(BaseModel):
-    run_id: uuid.UUID
-    iteration: int = Field(ge=1)
-    model: str
-
-
-class ToolCallRef(BaseModel):
-    id: str
-    name: str
-
-
-class AgentTurnResult(BaseModel):
-    tool_calls: list[ToolCallRef]
-    summary: str | None
-    """Set when the reply contains <task_summary>: the run is done after its tool calls."""
-    prompt_tokens: int = 0
-    completion_tokens: int = 0
-    replayed: bool = False
-    """True when the reply came from the store, not from a new paid call."""
-    budget_reached: str | None = None
-    """Set (to the words saying so) when QAI_RUN_TOKEN_BUDGET stopped the run before this call."""
-
-
-class TitleInput(BaseModel):
-    run_id: uuid.UUID
-    model: str
-    summary: str
-    prompt: str
 
 
 def _result(
@@ -195,7 +165,7 @@ class LlmActivities:
             input.run_id,
             "thinking",
             iteration=input.iteration,
-            max_iterations=settings.qai_max_iterations,
+            max_iterations=input.max_iterations,
             key=f"thinking:{input.iteration}",
         )
         async with db.session() as session:
@@ -373,7 +343,7 @@ class LlmActivities:
             self._services.db,
             input.run_id,
             "saving",
-            max_iterations=self._services.settings.qai_max_iterations,
+            max_iterations=input.max_iterations,
             key="saving",
         )
         async with self._services.db.session() as session:

@@ -15,8 +15,9 @@ from openai import AsyncOpenAI
 from temporalio.exceptions import ApplicationError
 from temporalio.testing import ActivityEnvironment
 
-from activities.llm import AgentTurnInput, AgentTurnResult, LlmActivities
+from activities.llm import LlmActivities
 from activities.services import Services
+from contract import AgentTurnInput, AgentTurnResult
 from runtime import metrics
 from runtime.settings import Settings
 from scripted_llm import ScriptedLLMServer, scripted_llm_server
@@ -107,11 +108,11 @@ async def test_a_cut_off_tool_call_runs_nothing_and_the_model_is_told(clean_db: 
         second = await turn(services, run_id, 2)
         async with clean_db.session() as session:
             entries = await transcript.chat_entries(session, run_id)
-            files = await transcript.written_files(session, run_id)
+            files = await transcript.file_count(session, run_id)
     assert first.tool_calls == [] and first.summary is None
     assert again.tool_calls == [] and again.replayed
     assert second.summary == "Done."
-    assert files == {}
+    assert files == 0
     assistant, told = entries[2], entries[3]
     assert assistant.finish_reason == "length"
     assert assistant.message["tool_calls"][0]["function"]["arguments"] == "{}"
