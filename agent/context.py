@@ -19,7 +19,8 @@ from dataclasses import dataclass
 from typing import Any
 
 KEEP_TURNS = 2
-"""Turns (an assistant reply and its tool results) at the end that are always sent whole."""
+"""Turns (an assistant reply and its tool results) at the end that are sent whole; when they
+alone do not fit, only the last one is."""
 LOW_WATER = 0.6
 """When over budget, trim down to this share of it: a large step, so the next calls append."""
 HARD_SHARE = 0.5
@@ -161,30 +162,12 @@ def make_plan(
         plan["estimate"] = size
         return plan
     target = int(min(budget, size) * HARD_SHARE) if hard else int(budget * LOW_WATER)
-    keep = _protected(entries, 1 if hard else KEEP_TURNS)
     calls = _calls_by_id(entries)
-    # 1. Tool results, oldest first, become stubs.
-    for entry in entries:
-        if size <= target:
+    # The last turns stay whole unless they alone do not fit: then only the last one does.
+    for keep_turns in (1,) if hard else (KEEP_TURNS, 1):
+        size = _trim(entries, plan, calls, _protected(entries, keep_turns), size, target)
+        if size <= budget:
             break
-        if entry.role != "tool" or entry.seq in keep or entry.seq in plan["elided"]:
-            continue
-        saved = tokens_of(entry.message) - tokens_of(stub_for(entry, calls))
-        if saved <= 0:
-            continue
-        plan["elided"].append(entry.seq)
-        size -= saved
-    # 2. Then the earliest turns' text and arguments become one-line summaries.
-    for entry in entries:
-        if size <= target:
-            break
-        if entry.role != "assistant" or entry.seq in keep or entry.seq in plan["summarized"]:
-            continue
-        saved = tokens_of(entry.message) - tokens_of(summarized(entry))
-        if saved <= 0:
-            continue
-        plan["summarized"].append(entry.seq)
-        size -= saved
     plan["elided"].sort()
     plan["summarized"].sort()
     plan["estimate"] = estimate(entries, plan, tools)
@@ -193,6 +176,38 @@ def make_plan(
         previous.get("summarized", []) if previous else []
     )
     return plan
+
+
+def _trim(
+    entries: list[Entry],
+    plan: dict[str, Any],
+    calls: dict[str, dict[str, Any]],
+    keep: set[int],
+    size: int,
+    target: int,
+) -> int:
+    """Add to the plan's elisions, oldest first, until `size` is down to `target`."""
+    # 1. Tool results become stubs.
+    for entry in entries:
+        if size <= target:
+            return size
+        if entry.role != "tool" or entry.seq in keep or entry.seq in plan["elided"]:
+            continue
+        saved = tokens_of(entry.message) - tokens_of(stub_for(entry, calls))
+        if saved > 0:
+            plan["elided"].append(entry.seq)
+            size -= saved
+    # 2. Then the earliest turns' text and arguments become one-line summaries.
+    for entry in entries:
+        if size <= target:
+            return size
+        if entry.role != "assistant" or entry.seq in keep or entry.seq in plan["summarized"]:
+            continue
+        saved = tokens_of(entry.message) - tokens_of(summarized(entry))
+        if saved > 0:
+            plan["summarized"].append(entry.seq)
+            size -= saved
+    return size
 
 
 def _bare(plan: dict[str, Any] | None) -> dict[str, Any] | None:

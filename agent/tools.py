@@ -40,9 +40,11 @@ MAX_READ_CHARS = 60_000
 
 
 def result_chars(context_tokens: int, output_tokens: int) -> int:
-    """The most a readFiles result shows: a quarter of the request's room in the window (as
-    characters, about four a token), and never more than MAX_READ_CHARS."""
-    return min(MAX_READ_CHARS, max(4_000, (context_tokens - output_tokens)))
+    """The most a readFiles result shows: about a twentieth of the request's room in the window
+    (a fifth of its tokens as characters; JSON quoting can double them), at most MAX_READ_CHARS.
+    Small steps keep each request mostly the previous one, so prompt caches keep working; the
+    model reads larger files in parts (24,000 characters a part in the default window)."""
+    return min(MAX_READ_CHARS, max(2_000, (context_tokens - output_tokens) // 5))
 
 
 TOOL_DEFINITIONS: list[dict[str, Any]] = [

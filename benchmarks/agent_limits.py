@@ -73,10 +73,7 @@ async def stack(script: dict[str, Any], **settings: Any) -> AsyncIterator[tuple[
 
 
 def big_page(lines: int, title: str) -> str:
-    body = [
-        f'      <li className="py-1 text-sm text-muted-foreground">Item {n}: row {n}</li>'
-        for n in range(lines - 12)
-    ]
+    body = [f'      <li className="py-1">Item {n}</li>' for n in range(lines - 12)]
     return "\n".join(
         [
             "export default function Page() {",
@@ -144,6 +141,8 @@ async def edit_cost(lines: int) -> None:
     async with stack(script, qai_fix_attempts=0) as (harness, _llm):
         project_id, first = await harness.new_project("BENCH build an inventory page")
         built = await harness.submit(project_id, first)
+        if built.status.value != "RESULT":
+            print(f"build run: {built.content[:200]}")
         results = {}
         for name, prompt in (("editFiles", "BENCH-EDIT"), ("rewrite", "BENCH-REWRITE")):
             message_id = await harness.add_message(project_id, f"{prompt}: rename the title")
@@ -155,6 +154,8 @@ async def edit_cost(lines: int) -> None:
                 e for e in entries if e.role == "assistant" and e.message.get("tool_calls")
             )
             results[name] = (outcome.status.value, change.completion_tokens, usage)
+            if outcome.status.value != "RESULT":
+                print(f"{name} run: {outcome.content[:200]}")
     print(f"page:                       {lines} lines, {len(page):,} chars ({built.status.value})")
     for name, (status, tokens, usage) in results.items():
         print(
@@ -166,21 +167,25 @@ async def edit_cost(lines: int) -> None:
 
 
 async def long_run(iterations: int, read_kb: int, window: int, output: int) -> None:
-    blob = "\n".join(
-        f'{{"id": {n}, "name": "record {n}", "value": {n * 7 % 1000}}},'
-        for n in range(read_kb * 1024 // 48)
-    )[: read_kb * 1024]
+    # The data file is made by a command: writing 30 KB as tool arguments would itself pass
+    # the output limit.
+    records = read_kb * 1024 // 51  # 51 characters a line
+    make = (
+        f"mkdir -p data && for i in $(seq 1 {records}); do "
+        'printf \'{"id": %05d, "name": "record %05d", "value": %03d},\\n\' $i $i $((i*7%1000)); '
+        "done > data/records.txt && wc -c data/records.txt"
+    )
     write = {
         "tool_calls": [
+            {"name": "terminal", "arguments": {"command": make}},
             {
                 "name": "createOrUpdateFiles",
                 "arguments": {
                     "files": [
-                        {"path": "data/records.txt", "content": blob},
-                        {"path": "app/page.tsx", "content": "export default () => <p>ok</p>;\n"},
+                        {"path": "app/page.tsx", "content": "export default () => <p>ok</p>;\n"}
                     ]
                 },
-            }
+            },
         ]
     }
     read = {"tool_calls": [{"name": "readFiles", "arguments": {"files": ["data/records.txt"]}}]}

@@ -258,9 +258,9 @@ class Settings(BaseSettings):
 
     @model_validator(mode="after")
     def _reply_fits_the_window(self) -> Settings:
-        if self.qai_output_tokens >= self.qai_context_tokens // 2:
+        if self.qai_output_tokens > self.qai_context_tokens // 2:
             raise ValueError(
-                f"QAI_OUTPUT_TOKENS ({self.qai_output_tokens}) must be less than half of "
+                f"QAI_OUTPUT_TOKENS ({self.qai_output_tokens}) must be at most half of "
                 f"QAI_CONTEXT_TOKENS ({self.qai_context_tokens}), so requests have room"
             )
         return self
