@@ -9,6 +9,7 @@ import uuid
 
 import pytest
 
+from runtime import metrics
 from storage import events, queries, transcript
 from storage.models import MessageRole
 from storage.views import message_view
@@ -61,6 +62,14 @@ async def test_an_edit_a_cut_off_reply_and_the_budget_in_one_run(agent_harness) 
             ]
         },
     }
+
+    def count(metric, *labels: str) -> float:
+        return (metric.labels(*labels) if labels else metric)._value.get()
+
+    edits_before = count(metrics.EDITS, "applied")
+    cut_before = count(metrics.CUT_OFF_REPLIES, "tool_calls")
+    cached_before = count(metrics.TOKENS_BY_KIND, "cached")
+    stops_before = count(metrics.RUN_BUDGET_STOPS)
     async with agent_harness(script, qai_run_token_budget=BUDGET) as (harness, llm):
         project_id, message_id = await harness.new_project("A landing page")
         outcome = await harness.submit(project_id, message_id)
@@ -112,6 +121,11 @@ async def test_an_edit_a_cut_off_reply_and_the_budget_in_one_run(agent_harness) 
         "total_tokens": 600,
         "model_calls": 4,
     }
+    # The metrics the worker (in this process) counted.
+    assert count(metrics.EDITS, "applied") == edits_before + 2
+    assert count(metrics.CUT_OFF_REPLIES, "tool_calls") == cut_before + 1
+    assert count(metrics.TOKENS_BY_KIND, "cached") == cached_before + 80
+    assert count(metrics.RUN_BUDGET_STOPS) == stops_before + 2
     # Without a file written, the budget ends the run in an ERROR that says so.
     assert empty.status.value == "ERROR"
     assert f"QAI_RUN_TOKEN_BUDGET = {BUDGET} tokens) was reached before anything" in empty.content
