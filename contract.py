@@ -353,6 +353,8 @@ class AgentTurnResult(BaseModel):
     completion_tokens: int = 0
     replayed: bool = False
     """True when the reply came from the store, not from a new paid call."""
+    budget_reached: str | None = None
+    """Set (to the words saying so) when QAI_RUN_TOKEN_BUDGET stopped the run before this call."""
 
 
 class TitleInput(BaseModel):

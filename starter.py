@@ -42,6 +42,7 @@ from storage.db import Database
 from storage.errors import ProjectNotFoundError, StorageError
 from storage.image_files import MAX_IMAGE_BYTES, MAX_IMAGES
 from storage.models import Message, MessageRole
+from storage.views import Prices, message_usage
 from submission import (
     ImageUpload,
     InvalidSubmission,
@@ -144,6 +145,21 @@ def _print_outcome(
         print(f"✘ {outcome.content}")
     print(f"Project:  {project_id}")
     print(f"Run:      {ui_link(settings, outcome.workflow_id)}")
+    usage = message_usage(reply, Prices.of(settings)) if reply is not None else None
+    if usage is not None:
+        print(f"Tokens:   {usage_line(usage)}")
+
+
+def usage_line(usage: dict[str, Any]) -> str:
+    """`12,345 (prompt 10,000 of which cached 2,048, completion 2,345), 5 model calls[, cost]`."""
+    line = (
+        f"{usage['total_tokens']:,} (prompt {usage['prompt_tokens']:,} of which cached "
+        f"{usage['cached_tokens']:,}, completion {usage['completion_tokens']:,}), "
+        f"{usage['model_calls']} model call{'s' if usage['model_calls'] != 1 else ''}"
+    )
+    if "cost" in usage:
+        line += f", cost {usage['cost']:.4f}"
+    return line
 
 
 def read_images(paths: Sequence[str]) -> list[ImageUpload]:
@@ -293,6 +309,7 @@ async def _create_or_send(args: argparse.Namespace, settings: Settings, db: Data
                     "status": outcome.status.value,
                     "content": outcome.content,
                     "fragment": _fragment_json(reply),
+                    "usage": message_usage(reply, Prices.of(settings)) if reply else None,
                 },
                 ensure_ascii=False,
             )
@@ -302,7 +319,7 @@ async def _create_or_send(args: argparse.Namespace, settings: Settings, db: Data
     return 0 if outcome.status.value == "RESULT" else EXIT_ERROR_REPLY
 
 
-async def _show(args: argparse.Namespace, db: Database) -> int:
+async def _show(args: argparse.Namespace, settings: Settings, db: Database) -> int:
     project_id = check_project_id(args.project_id)
     async with db.session() as session:
         project = await queries.get_project(session, project_id)
@@ -335,6 +352,7 @@ async def _show(args: argparse.Namespace, db: Database) -> int:
                                 }
                                 for image in attached.get(m.id, [])
                             ],
+                            "usage": message_usage(m, Prices.of(settings)),
                         }
                         for m in messages
                     ],
@@ -392,7 +410,7 @@ async def run(args: argparse.Namespace, settings: Settings) -> int:
         if args.command in ("new", "send"):
             return await _create_or_send(args, settings, db)
         if args.command == "show":
-            return await _show(args, db)
+            return await _show(args, settings, db)
         if args.command == "push":
             return await _push(args, settings, db)
         if args.command == "import":

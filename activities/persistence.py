@@ -36,7 +36,7 @@ from storage import images, queries, snapshots, transcript
 from storage.errors import MessageNotFoundError, ProjectNotFoundError
 from storage.events import EventKind
 from storage.models import FragmentData, Message, MessageRole, MessageType
-from storage.views import message_view
+from storage.views import Prices, message_view
 
 
 async def emit_message(
@@ -50,7 +50,7 @@ async def emit_message(
         run_id or message.id,
         EventKind.MESSAGE,
         f"message:{message.id}",
-        message_view(message, attached),
+        message_view(message, attached, prices=Prices.of(services.settings)),
     )
 
 
@@ -169,7 +169,7 @@ class PersistenceActivities:
                 fragment = None
                 if input.status == ReplyStatus.RESULT:
                     fragment = await self._fragment(session, input)
-                prompt_tokens, completion_tokens = await transcript.usage(session, input.run_id)
+                used = await transcript.run_usage(session, input.run_id)
                 message = await queries.save_assistant_reply(
                     session,
                     project_id=input.project_id,
@@ -178,8 +178,10 @@ class PersistenceActivities:
                     content=input.content,
                     workflow_id=input.workflow_id,
                     fragment=fragment,
-                    prompt_tokens=prompt_tokens,
-                    completion_tokens=completion_tokens,
+                    prompt_tokens=used["prompt_tokens"],
+                    completion_tokens=used["completion_tokens"],
+                    cached_tokens=used["cached_tokens"],
+                    model_calls=used["model_calls"],
                     iterations=input.iterations,
                     summarize=compute_rolling_conversation_summary,
                 )

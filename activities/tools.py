@@ -9,7 +9,7 @@ from activities.errors import sandbox_failure
 from activities.events import emit, run_phase
 from activities.heartbeat import heartbeating
 from activities.services import Services
-from agent.tools import TOOL_DEFINITIONS, execute_tool
+from agent.tools import TOOL_DEFINITIONS, execute_tool, result_chars
 from contract import StoreErrorType, ToolCallInput, ToolCallResult
 from runtime import metrics
 from sandboxes.base import SandboxError
@@ -61,12 +61,21 @@ class ToolActivities:
         try:
             sandbox = await backend.connect(input.sandbox_id)
             async with heartbeating(5.0, name):
-                outcome = await execute_tool(sandbox, name, call["function"].get("arguments", ""))
+                settings = self._services.settings
+                outcome = await execute_tool(
+                    sandbox,
+                    name,
+                    call["function"].get("arguments", ""),
+                    max_result_chars=result_chars(
+                        settings.qai_context_tokens, settings.qai_output_tokens
+                    ),
+                )
                 snapshot = await sandbox.snapshot(await backend.template_index())
         except SandboxError as error:
             metrics.tool_call(name, KNOWN_TOOLS, "error")
             raise sandbox_failure(error, f"running {name}") from error
         metrics.tool_call(name, KNOWN_TOOLS, "ok" if outcome.ok else "failed")
+        metrics.edits_done(outcome.edits_applied, outcome.edits_refused)
         content = outcome.content
         if input.restarted:
             content = f"{input.restarted}\n\n{content}"
@@ -101,6 +110,11 @@ class ToolActivities:
                 "name": name,
                 "ok": outcome.ok,
                 "brief": outcome.brief,
+                **(
+                    {"diffs": [diff.model_dump() for diff in outcome.diffs]}
+                    if outcome.diffs
+                    else {}
+                ),
             },
         )
         return ToolCallResult(

@@ -151,6 +151,7 @@ async def stream_chat_completion(
     messages: Iterable[Mapping[str, Any]],
     tools: Iterable[Mapping[str, Any]] | None = None,
     on_text: TextSink,
+    max_tokens: int | None = None,
 ) -> ChatCompletion:
     """One streaming Chat Completions call, handed back whole, as `chat_completion` does.
 
@@ -161,6 +162,8 @@ async def stream_chat_completion(
     options: dict[str, Any] = {"stream": True, "stream_options": {"include_usage": True}}
     if tools:
         options["tools"] = list(tools)
+    if max_tokens is not None:
+        options["max_tokens"] = max_tokens
     stream = await client.chat.completions.create(model=model, messages=list(messages), **options)
     content: list[str] = []
     calls: dict[int, dict[str, Any]] = {}
@@ -219,12 +222,20 @@ async def stream_chat_completion(
 
 
 def usage_of(completion: ChatCompletion) -> dict[str, int]:
-    """Token counts of one completion; zeros when the server reports none."""
+    """Token counts of one completion; zeros when the server reports none. Cached tokens come
+    from `prompt_tokens_details.cached_tokens` where the provider reports them."""
     usage = completion.usage
     prompt = usage.prompt_tokens if usage else 0
     produced = usage.completion_tokens if usage else 0
     total = usage.total_tokens if usage and usage.total_tokens else prompt + produced
-    return {"prompt_tokens": prompt, "completion_tokens": produced, "total_tokens": total}
+    details = usage.prompt_tokens_details if usage else None
+    cached = (details.cached_tokens or 0) if details else 0
+    return {
+        "prompt_tokens": prompt,
+        "completion_tokens": produced,
+        "total_tokens": total,
+        "cached_tokens": cached,
+    }
 
 
 def retry_after(headers: Mapping[str, str] | None, now: float | None = None) -> timedelta | None:

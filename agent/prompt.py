@@ -55,7 +55,8 @@ def system_prompt(
 
 Environment:
 - You are inside /home/user, the root of a Next.js 15 App Router project written in TypeScript.
-- Tools: createOrUpdateFiles writes files, terminal runs shell commands, readFiles reads files.
+- Tools: createOrUpdateFiles writes files, editFiles changes parts of existing files, terminal
+  runs shell commands, readFiles reads files (or a range of their lines).
 - The development server is already running on port {port} with hot reload; the user watches its
   preview. Every file you write shows up there immediately.
 - The main file is app/page.tsx. app/layout.tsx already wraps every route: never write <html>,
@@ -68,6 +69,14 @@ Environment:
 - `cn` from "@/lib/utils" merges class names. Icons come from lucide-react.
 - Preinstalled npm packages: {package_list}. Install anything else with the terminal
   (`npm install <package> --yes`); never edit package.json or lock files by hand.
+
+Editing:
+- To change an existing file, use editFiles: each edit's `old` is copied exactly from the file
+  (read it first) with enough surrounding lines to occur once, and `new` replaces it. Send
+  several small edits rather than rewriting the file.
+- Use createOrUpdateFiles only for new files or when most of a file changes.
+- Your reply has an output limit: never send one huge file. Split large screens into several
+  files, and write them over several tool calls.
 
 Paths:
 - createOrUpdateFiles takes paths relative to /home/user, such as "app/page.tsx" or

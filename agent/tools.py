@@ -1,4 +1,4 @@
-"""The agent's three tools: their schemas for the model, and running them against a sandbox.
+"""The agent's tools (the seed's three, and editFiles): their schemas, and running them.
 
 Every call ends in a `ToolOutcome` the model sees. Bad arguments, unknown tools, paths outside
 the workspace, forbidden commands and requests the workspace refuses (`WorkspaceError`: a
@@ -17,6 +17,7 @@ from typing import Any
 
 from pydantic import BaseModel, Field, ValidationError
 
+from agent import edits
 from sandboxes.base import (
     HOME,
     CommandFailedError,
@@ -31,10 +32,20 @@ from sandboxes.base import (
 TERMINAL = "terminal"
 CREATE_OR_UPDATE_FILES = "createOrUpdateFiles"
 READ_FILES = "readFiles"
+EDIT_FILES = "editFiles"
 
 COMMAND_TIMEOUT_SECONDS = 300
 MAX_STREAM_CHARS = 8_000
 MAX_READ_CHARS = 60_000
+
+
+def result_chars(context_tokens: int, output_tokens: int) -> int:
+    """The most a readFiles result shows: about a twentieth of the request's room in the window
+    (a fifth of its tokens as characters; JSON quoting can double them), at most MAX_READ_CHARS.
+    Small steps keep each request mostly the previous one, so prompt caches keep working; the
+    model reads larger files in parts (24,000 characters a part in the default window)."""
+    return min(MAX_READ_CHARS, max(2_000, (context_tokens - output_tokens) // 5))
+
 
 TOOL_DEFINITIONS: list[dict[str, Any]] = [
     {
@@ -86,8 +97,55 @@ TOOL_DEFINITIONS: list[dict[str, Any]] = [
             "description": "Read files. Paths are relative to /home/user or start with /home/user.",
             "parameters": {
                 "type": "object",
-                "properties": {"files": {"type": "array", "items": {"type": "string"}}},
+                "properties": {
+                    "files": {"type": "array", "items": {"type": "string"}},
+                    "ranges": {
+                        "type": "object",
+                        "description": "Optional: read only lines [first, last] (1-based, "
+                        'inclusive) of a file, e.g. {"app/page.tsx": [120, 200]}.',
+                        "additionalProperties": {
+                            "type": "array",
+                            "items": {"type": "integer"},
+                            "minItems": 2,
+                            "maxItems": 2,
+                        },
+                    },
+                },
                 "required": ["files"],
+            },
+        },
+    },
+    {
+        "type": "function",
+        "function": {
+            "name": EDIT_FILES,
+            "description": (
+                "Change part of existing files: each edit replaces `old` (copied exactly from "
+                "the file, with enough lines around it to occur once) with `new`. Edits apply "
+                "in order; if any edit fails, no file is changed. Use it for every change to "
+                "an existing file; use createOrUpdateFiles for new files or full rewrites."
+            ),
+            "parameters": {
+                "type": "object",
+                "properties": {
+                    "edits": {
+                        "type": "array",
+                        "items": {
+                            "type": "object",
+                            "properties": {
+                                "path": {"type": "string"},
+                                "old": {"type": "string", "description": "Text to replace."},
+                                "new": {"type": "string", "description": "Replacement text."},
+                                "replace_all": {
+                                    "type": "boolean",
+                                    "description": "Replace every occurrence of `old`.",
+                                },
+                            },
+                            "required": ["path", "old", "new"],
+                        },
+                    }
+                },
+                "required": ["edits"],
             },
         },
     },
@@ -109,6 +167,29 @@ class CreateOrUpdateFilesArgs(BaseModel):
 
 class ReadFilesArgs(BaseModel):
     files: list[str] = Field(min_length=1)
+    ranges: dict[str, tuple[int, int]] = Field(default_factory=dict)
+    """Per path (as given, or relative to /home/user): the lines [first, last] to read."""
+
+    def range_for(self, given: str, relative: str) -> tuple[int, int] | None:
+        return self.ranges.get(given) or self.ranges.get(relative)
+
+
+class EditArgs(BaseModel):
+    path: str = Field(min_length=1)
+    old: str
+    new: str
+    replace_all: bool = False
+
+
+class EditFilesArgs(BaseModel):
+    edits: list[EditArgs] = Field(min_length=1)
+
+
+class FileDiff(BaseModel):
+    path: str
+    added: int
+    removed: int
+    diff: str
 
 
 class ToolOutcome(BaseModel):
@@ -118,6 +199,10 @@ class ToolOutcome(BaseModel):
     content: str
     brief: str
     written: dict[str, str] = Field(default_factory=dict)
+    diffs: list[FileDiff] = Field(default_factory=list)
+    """For editFiles: what changed in each file, for the event stream and the UI."""
+    edits_applied: int = 0
+    edits_refused: int = 0
 
 
 # The template's dev server already runs on port 3000 with hot reload; a second one (or a
@@ -296,10 +381,40 @@ def binary_problem(data: bytes) -> str | None:
     return f"binary file, {len(data)} bytes; cannot be shown as text"
 
 
-async def _read_files(sandbox: Sandbox, args: ReadFilesArgs) -> ToolOutcome:
+def _lines(text: str, path: str, wanted: tuple[int, int] | None, limit: int) -> dict[str, str]:
+    """A file's text, or the lines asked for; an oversized one shows its first lines that fit
+    `limit` and says how to read the rest."""
+    lines = text.split("\n")
+    total = len(lines)
+    if wanted is None and len(text) <= limit:
+        return {"path": path, "content": text}
+    first, last = wanted if wanted is not None else (1, total)
+    first, last = max(1, first), min(total, max(first, last))
+    if first > total:
+        return {"path": path, "error": f"the file has only {total} lines; ask for lines 1-{total}"}
+    shown, size, end = [], 0, first - 1
+    for number in range(first - 1, last):
+        size += len(lines[number]) + 1
+        if size > limit and shown:
+            break
+        shown.append(lines[number])
+        end = number + 1
+    result = {"path": path, "lines": f"{first}-{end} of {total}", "content": "\n".join(shown)}
+    if end < last:
+        step = max(20, end - first + 1)
+        result["note"] = (
+            f"{'The file' if wanted is None else 'The range'} is too long to show whole "
+            f"({len(text)} characters, {total} lines); lines {first}-{end} are shown. Read the "
+            f'rest a part at a time: {{"files": ["{path}"], "ranges": {{"{path}": '
+            f"[{end + 1}, {min(total, end + step)}]}}}}, or search it with the terminal (grep -n)."
+        )
+    return result
+
+
+async def _read_files(sandbox: Sandbox, args: ReadFilesArgs, limit: int) -> ToolOutcome:
     results: list[dict[str, str]] = []
     failures = 0
-    budget = MAX_READ_CHARS
+    budget = limit
     for path in args.files:
         try:
             relative = relative_path(path)
@@ -321,13 +436,83 @@ async def _read_files(sandbox: Sandbox, args: ReadFilesArgs) -> ToolOutcome:
             failures += 1
             results.append({"path": relative, "error": problem})
             continue
-        shown = bound(data.decode("utf-8"), max(budget, 1_000))
-        budget -= len(shown)
-        results.append({"path": relative, "content": shown})
+        item = _lines(
+            data.decode("utf-8"), relative, args.range_for(path, relative), max(budget, 1_000)
+        )
+        failures += "error" in item
+        budget -= len(item.get("content", ""))
+        results.append(item)
     return ToolOutcome(
         ok=failures == 0,
         content=json.dumps(results, ensure_ascii=False),
         brief=f"read {len(results) - failures} of {len(results)} file(s)",
+    )
+
+
+async def _edit_files(sandbox: Sandbox, args: EditFilesArgs) -> ToolOutcome:
+    """Apply every edit, or none: one failing edit leaves every file of the call as it was."""
+    grouped: dict[str, list[edits.Edit]] = {}
+    for item in args.edits:
+        try:
+            path = relative_path(item.path)
+        except InvalidPathError as error:
+            return _edit_refused(f"Path refused: {error}", len(args.edits))
+        grouped.setdefault(path, []).append(edits.Edit(item.old, item.new, item.replace_all))
+    changed: dict[str, str] = {}
+    diffs: list[FileDiff] = []
+    problems: list[str] = []
+    for path, file_edits in grouped.items():
+        try:
+            data = await sandbox.files.read(path, format="bytes")
+        except FileNotFoundError:
+            problems.append(
+                f"{path}: the file does not exist. Create it with createOrUpdateFiles, or check "
+                "the path (list files with the terminal)."
+            )
+            continue
+        except WorkspaceError as error:
+            problems.append(f"{path}: {workspace_problem(error)}")
+            continue
+        problem = binary_problem(data)
+        if problem is not None:
+            problems.append(f"{path}: {problem}; it cannot be edited as text.")
+            continue
+        before = data.decode("utf-8")
+        try:
+            after = edits.apply(before, path, file_edits)
+        except edits.EditError as error:
+            problems.append(str(error))
+            continue
+        changed[path] = after
+        change = edits.change(path, before, after)
+        diffs.append(FileDiff(**change.__dict__))
+    if problems:
+        return _edit_refused("\n\n".join(problems), len(args.edits))
+    entries = [WriteEntry(path=path, data=content) for path, content in changed.items()]
+    try:
+        await sandbox.files.write_files(entries)
+    except WorkspaceError as error:
+        outcome = _write_failed(entries, error)
+        return outcome.model_copy(update={"edits_refused": len(args.edits)})
+    listing = ", ".join(f"{d.path} (+{d.added} -{d.removed})" for d in diffs)
+    added = sum(d.added for d in diffs)
+    removed = sum(d.removed for d in diffs)
+    return ToolOutcome(
+        ok=True,
+        content=f"Edited {len(diffs)} file(s): {listing}. Lines added {added}, removed {removed}.",
+        brief=f"edited {len(diffs)} file(s) +{added} -{removed}",
+        written=changed,
+        diffs=diffs,
+        edits_applied=len(args.edits),
+    )
+
+
+def _edit_refused(problem: str, count: int) -> ToolOutcome:
+    return ToolOutcome(
+        ok=False,
+        content=f"Error: no file was changed.\n{problem}",
+        brief="edit refused",
+        edits_refused=count,
     )
 
 
@@ -352,8 +537,11 @@ async def execute_tool(
     raw_arguments: str,
     *,
     on_output: Callable[[str], Awaitable[None] | None] | None = None,
+    max_result_chars: int = MAX_READ_CHARS,
 ) -> ToolOutcome:
-    """Run one tool call from the model; anything the model got wrong becomes an error result."""
+    """Run one tool call from the model; anything the model got wrong becomes an error result.
+
+    `max_result_chars` bounds what readFiles shows (a small context window asks for less)."""
     try:
         arguments = json.loads(raw_arguments or "{}")
     except json.JSONDecodeError as error:
@@ -365,7 +553,10 @@ async def execute_tool(
             files_args = CreateOrUpdateFilesArgs.model_validate(arguments)
             return await _create_or_update_files(sandbox, files_args)
         if name == READ_FILES:
-            return await _read_files(sandbox, ReadFilesArgs.model_validate(arguments))
+            read_args = ReadFilesArgs.model_validate(arguments)
+            return await _read_files(sandbox, read_args, min(max_result_chars, MAX_READ_CHARS))
+        if name == EDIT_FILES:
+            return await _edit_files(sandbox, EditFilesArgs.model_validate(arguments))
     except ValidationError as error:
         return _invalid(name, _validation_detail(error))
     known = ", ".join(tool["function"]["name"] for tool in TOOL_DEFINITIONS)

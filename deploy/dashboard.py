@@ -105,6 +105,20 @@ PANELS: list[Panel] = [
         [q(f"sum by (model, dir) (rate(qai_model_tokens_total[{WINDOW}]))", "{{model}} {{dir}}")],
     ),
     Panel(
+        "Tokens by kind",
+        "short",
+        [q(f"sum by (kind) (rate(qai_tokens_total[{WINDOW}]))", "{{kind}}")],
+    ),
+    Panel(
+        "Context and edits",
+        "short",
+        [
+            q(f"sum by (how) (increase(qai_context_elisions_total[{WINDOW}]))", "context {{how}}"),
+            q(f"sum by (what) (increase(qai_cut_off_replies_total[{WINDOW}]))", "cut off {{what}}"),
+            q(f"sum by (outcome) (increase(qai_edits_total[{WINDOW}]))", "edits {{outcome}}"),
+        ],
+    ),
+    Panel(
         "Tool calls",
         "short",
         [

@@ -83,12 +83,39 @@ MODEL_CALL_SECONDS = Histogram(
 MODEL_TOKENS = Counter(
     "qai_model_tokens", "Tokens of model calls, by model and direction (in/out).", ["model", "dir"]
 )
+TOKEN_KINDS = ("prompt", "completion", "cached")
+TOKENS_BY_KIND = Counter(
+    "qai_tokens",
+    "Tokens of the agent's model calls, by kind: prompt, completion, cached.",
+    ["kind"],
+)
+ELISIONS = Counter(
+    "qai_context_elisions",
+    "Transcript entries left out of a request to fit the context window, by how: elided (a "
+    "tool result replaced by a stub) or summarized (early turns replaced by a summary).",
+    ["how"],
+)
+CUT_OFF_REPLIES = Counter(
+    "qai_cut_off_replies",
+    "Model replies cut off at the output limit (finish_reason length), by what was cut: "
+    "tool_calls or text.",
+    ["what"],
+)
+CONTEXT_RETRIES = Counter(
+    "qai_context_retries", "Model calls sent again, compacted harder, after a context-length error."
+)
+RUN_BUDGET_STOPS = Counter(
+    "qai_run_budget_stops", "Runs stopped by QAI_RUN_TOKEN_BUDGET before finishing."
+)
 
 # ------------------------------------------------------------------ tools and checks
 
 TOOL_OUTCOMES = ("ok", "failed", "error")
 """ok; failed: the tool ran and reported a failure to the model; error: the sandbox failed."""
 TOOL_CALLS = Counter("qai_tool_calls", "Tool calls, by tool and outcome.", ["tool", "outcome"])
+EDITS = Counter(
+    "qai_edits", "editFiles edits, by outcome: applied or refused (nothing written).", ["outcome"]
+)
 CHECK_NAMES = ("types", "routes", "server log")
 CHECKS = Counter("qai_checks", "Check activities, by check and status.", ["check", "status"])
 RUN_CHECKS = Counter(
@@ -175,6 +202,19 @@ def model_call_done(
     MODEL_TOKENS.labels(model, "out").inc(tokens.get("completion_tokens") or 0)
 
 
+def tokens_used(prompt: int, completion: int, cached: int) -> None:
+    TOKENS_BY_KIND.labels("prompt").inc(prompt)
+    TOKENS_BY_KIND.labels("completion").inc(completion)
+    TOKENS_BY_KIND.labels("cached").inc(cached)
+
+
+def edits_done(applied: int, refused: int) -> None:
+    if applied:
+        EDITS.labels("applied").inc(applied)
+    if refused:
+        EDITS.labels("refused").inc(refused)
+
+
 def model_call_failed(model: str, purpose: str) -> None:
     MODEL_CALLS.labels(model, purpose, "error").inc()
 
@@ -220,6 +260,14 @@ def _init_labels() -> None:
         RUNS_ENDED.labels(status)
     for state in SANDBOX_STATES:
         SANDBOXES.labels(state)
+    for kind in TOKEN_KINDS:
+        TOKENS_BY_KIND.labels(kind)
+    for how in ("elided", "summarized"):
+        ELISIONS.labels(how)
+    for what in ("tool_calls", "text"):
+        CUT_OFF_REPLIES.labels(what)
+    for outcome in ("applied", "refused"):
+        EDITS.labels(outcome)
 
 
 _init_labels()

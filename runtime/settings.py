@@ -11,11 +11,12 @@ import hashlib
 import re
 import socket
 import sys
+from decimal import Decimal
 from enum import StrEnum
 from functools import lru_cache
 from pathlib import Path
 
-from pydantic import Field, SecretStr, ValidationError, field_validator
+from pydantic import Field, SecretStr, ValidationError, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 
@@ -86,6 +87,33 @@ class Settings(BaseSettings):
         ge=1,
         le=200,
         description="Agent iterations before a run gives up with an ERROR.",
+    )
+    qai_context_tokens: int = Field(
+        default=128_000,
+        ge=2_000,
+        description="The model's context window in tokens: every request is trimmed to fit it.",
+    )
+    qai_output_tokens: int = Field(
+        default=8_000,
+        ge=256,
+        description="Tokens kept free for the reply; also sent as the request's max_tokens.",
+    )
+    qai_run_token_budget: int | None = Field(
+        default=None,
+        ge=1,
+        description="Total tokens one run may use; when reached it makes no more model calls "
+        "(off by default).",
+    )
+    qai_price_input_per_mtok: Decimal | None = Field(
+        default=None, ge=0, description="Price of a million prompt tokens (shows usage.cost)."
+    )
+    qai_price_output_per_mtok: Decimal | None = Field(
+        default=None, ge=0, description="Price of a million completion tokens."
+    )
+    qai_price_cached_per_mtok: Decimal | None = Field(
+        default=None,
+        ge=0,
+        description="Price of a million cached prompt tokens (the input price when unset).",
     )
     qai_fix_attempts: int = Field(
         default=2,
@@ -240,6 +268,15 @@ class Settings(BaseSettings):
         description="`console` (readable) or `json` (one object per line).",
     )
     qai_log_level: str = Field(default="INFO", description="`DEBUG`, `INFO`, `WARNING` or `ERROR`.")
+
+    @model_validator(mode="after")
+    def _reply_fits_the_window(self) -> Settings:
+        if self.qai_output_tokens > self.qai_context_tokens // 2:
+            raise ValueError(
+                f"QAI_OUTPUT_TOKENS ({self.qai_output_tokens}) must be at most half of "
+                f"QAI_CONTEXT_TOKENS ({self.qai_context_tokens}), so requests have room"
+            )
+        return self
 
     @field_validator("qai_log_level")
     @classmethod

@@ -114,12 +114,80 @@ def tool_calls_body(calls: list[ToolCall], ids: list[str], malformed_args: bool)
     return body
 
 
-def usage_body(prompt_tokens: int, completion_tokens: int) -> JSON:
+def usage_body(prompt_tokens: int, completion_tokens: int, cached_tokens: int = 0) -> JSON:
     return {
         "prompt_tokens": prompt_tokens,
         "completion_tokens": completion_tokens,
         "total_tokens": prompt_tokens + completion_tokens,
+        "prompt_tokens_details": {"cached_tokens": cached_tokens},
     }
+
+
+def prompt_tokens(body: JSON) -> int:
+    """The request's size as a provider counts it: its messages and its tool schemas."""
+    size = estimate_tokens(json.dumps(body.get("messages")))
+    if body.get("tools"):
+        size += estimate_tokens(json.dumps(body["tools"]))
+    return size
+
+
+CACHE_BLOCK = 128
+CACHE_MINIMUM = 1024
+
+
+def cached_tokens(previous: str | None, current: str) -> int:
+    """Tokens a prompt cache would serve: the prefix shared with the thread's last request,
+    in 128-token blocks from 1024 tokens on, as OpenAI reports `cached_tokens`."""
+    if not previous:
+        return 0
+    tokens = shared_prefix_chars(previous, current) // 4
+    return 0 if tokens < CACHE_MINIMUM else tokens - tokens % CACHE_BLOCK
+
+
+def shared_prefix_chars(previous: str, current: str) -> int:
+    """Characters at the start of `current` equal to the start of `previous`."""
+    low, high = 0, min(len(previous), len(current))
+    while low < high:  # binary search on the longest equal prefix
+        middle = (low + high + 1) // 2
+        if previous[:middle] == current[:middle]:
+            low = middle
+        else:
+            high = middle - 1
+    return low
+
+
+def truncate_output(
+    content: str | None, calls: list[JSON], max_tokens: int
+) -> tuple[str | None, list[JSON], bool]:
+    """What a provider sends when the reply reaches `max_tokens`: the text and the tool calls'
+    arguments cut at about max_tokens * 4 characters; True when something was cut."""
+    room = max_tokens * 4
+    produced = len(content or "") + sum(len(c["function"]["arguments"]) for c in calls)
+    if produced // 4 <= max_tokens:
+        return content, calls, False
+    text = content or ""
+    if len(text) >= room:
+        return text[:room], [], True
+    room -= len(text)
+    kept: list[JSON] = []
+    for call in calls:
+        arguments = call["function"]["arguments"]
+        if len(arguments) <= room:
+            kept.append(call)
+            room -= len(arguments)
+            continue
+        kept.append({**call, "function": {**call["function"], "arguments": arguments[:room]}})
+        break
+    return content, kept, True
+
+
+def context_length_message(window: int, prompt: int, completion: int) -> str:
+    """OpenAI's words for a request over the context window."""
+    return (
+        f"This model's maximum context length is {window} tokens. However, you requested "
+        f"{prompt + completion} tokens ({prompt} in the messages, {completion} in the "
+        "completion). Please reduce the length of the messages or completion."
+    )
 
 
 def completion_body(

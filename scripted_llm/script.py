@@ -128,6 +128,7 @@ class Fault(_Strict):
 class Usage(_Strict):
     prompt_tokens: int = Field(ge=0)
     completion_tokens: int = Field(ge=0)
+    cached_tokens: int | None = Field(default=None, ge=0)
 
 
 class Turn(_Strict):
@@ -178,6 +179,9 @@ class Script(_Strict):
     require_api_key: str | None = Field(default=None, min_length=1)
     text_only_models: list[str] = Field(default_factory=list)
     """Models that refuse image parts with a 400, as a provider's text-only models do."""
+    context_tokens: int | None = Field(default=None, ge=1)
+    """The model's context window: a request whose prompt plus `max_tokens` exceeds it gets a
+    real provider's 400 `context_length_exceeded`."""
 
     @field_validator("conversations")
     @classmethod

@@ -58,6 +58,16 @@ class RequestRecord:
     error: str | None = None
     images: list[dict[str, Any]] = dataclasses.field(default_factory=list)
     """The request's `image_url` parts (`protocol.image_parts`): type, bytes, dimensions."""
+    prompt_tokens: int | None = None
+    """The request's size as the server counts it (messages and tools, characters / 4)."""
+    max_tokens: int | None = None
+    cached_tokens: int | None = None
+    shared_prefix: float | None = None
+    """Share of this request's messages (as JSON text) equal to the start of the thread's
+    previous request's: what a provider's prompt cache could reuse."""
+    finish_reason: str | None = None
+    usage: dict[str, Any] | None = None
+    """The usage the reply reported (a scripted `usage`, or the estimate)."""
     messages: list[Any] = dataclasses.field(default_factory=list, repr=False)
 
     def to_json(self, with_messages: bool = False) -> dict[str, Any]:
@@ -101,6 +111,8 @@ class ScriptedModel:
         self._completed: Counter[TurnKey] = Counter()
         self._log: list[RequestRecord] = []
         self._changed = asyncio.Event()
+        self._last_prompt: dict[str, str] = {}
+        """Per thread, the messages (as JSON text) of its last answered turn request."""
 
     # Bookkeeping -------------------------------------------------------------
 
@@ -111,6 +123,7 @@ class ScriptedModel:
         return dict(self._completed)
 
     def reset(self) -> None:
+        self._last_prompt.clear()
         self._attempts.clear()
         self._completed.clear()
         self._log.clear()
@@ -285,10 +298,24 @@ class ScriptedModel:
         delay += fault.delay if fault else 0.0
         if delay:
             await asyncio.sleep(delay)
+        record.prompt_tokens = protocol.prompt_tokens(body)
+        max_tokens = body.get("max_completion_tokens") or body.get("max_tokens")
+        record.max_tokens = max_tokens if isinstance(max_tokens, int) else None
         if fault is not None and fault.status is not None:
             raise _fault_error(fault)
+        window = self.script.context_tokens
+        if window is not None and record.prompt_tokens + (record.max_tokens or 0) > window:
+            raise _ErrorReply(
+                400,
+                protocol.context_length_message(
+                    window, record.prompt_tokens, record.max_tokens or 0
+                ),
+                code="context_length_exceeded",
+            )
 
         completion = self._completion(record, body, conversation, turn, fault, thread)
+        record.finish_reason = completion["choices"][0]["finish_reason"]
+        record.usage = completion["usage"]
         if record.stream:
             return await _stream(request, completion, body)
         response = web.json_response(completion)
@@ -319,7 +346,7 @@ class ScriptedModel:
         fault: Fault | None,
         thread: str,
     ) -> dict[str, Any]:
-        prompt_tokens = protocol.estimate_tokens(json.dumps(body["messages"]))
+        prompt_tokens = record.prompt_tokens or protocol.prompt_tokens(body)
         if turn is None:
             title = (conversation.title if conversation else None) or self.script.title
             return protocol.completion_body(
@@ -338,17 +365,32 @@ class ScriptedModel:
         calls = protocol.tool_calls_body(
             turn.tool_calls, ids, malformed_args=bool(fault and fault.malformed_arguments)
         )
+        content, cut = turn.content, False
+        if record.max_tokens:  # a reply longer than max_tokens is cut there, as providers do
+            content, calls, cut = protocol.truncate_output(content, calls, record.max_tokens)
+        text = json.dumps(body["messages"])
+        cached = protocol.cached_tokens(self._last_prompt.get(thread), text)
+        previous = self._last_prompt.get(thread)
+        if previous is not None:
+            record.shared_prefix = protocol.shared_prefix_chars(previous, text) / max(1, len(text))
+        self._last_prompt[thread] = text
         if turn.usage is not None:
-            usage = protocol.usage_body(turn.usage.prompt_tokens, turn.usage.completion_tokens)
+            usage = protocol.usage_body(
+                turn.usage.prompt_tokens,
+                turn.usage.completion_tokens,
+                turn.usage.cached_tokens if turn.usage.cached_tokens is not None else cached,
+            )
         else:
-            produced = (turn.content or "") + "".join(c["function"]["arguments"] for c in calls)
-            usage = protocol.usage_body(prompt_tokens, protocol.estimate_tokens(produced))
+            produced = (content or "") + "".join(c["function"]["arguments"] for c in calls)
+            usage = protocol.usage_body(prompt_tokens, protocol.estimate_tokens(produced), cached)
+        record.cached_tokens = usage["prompt_tokens_details"]["cached_tokens"]
+        finish = "length" if cut else turn.finish_reason or ("tool_calls" if calls else "stop")
         return protocol.completion_body(
             completion_id=f"chatcmpl-{thread}-{record.turn}",
             model=record.model or "scripted",
-            content=turn.content,
+            content=content,
             tool_calls=calls,
-            finish_reason=turn.finish_reason or ("tool_calls" if calls else "stop"),
+            finish_reason=finish,
             usage=usage,
         )
 
@@ -459,8 +501,12 @@ class ScriptedLLMServer:
         host: str = "127.0.0.1",
         port: int = 0,
         base_dir: Path | None = None,
+        context_tokens: int | None = None,
     ) -> None:
-        self.model = ScriptedModel(load_script(script, base_dir), delay)
+        loaded = load_script(script, base_dir)
+        if context_tokens is not None:
+            loaded = loaded.model_copy(update={"context_tokens": context_tokens})
+        self.model = ScriptedModel(loaded, delay)
         self.host = host
         self.port = port
         self._runner: web.AppRunner | None = None
@@ -545,6 +591,12 @@ def _parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument(
         "--delay", type=float, default=0.0, help="seconds to wait before every reply"
     )
+    parser.add_argument(
+        "--context-tokens",
+        type=int,
+        default=None,
+        help="context window: larger requests get a 400 context_length_exceeded",
+    )
     args = parser.parse_args(argv)
     if args.delay < 0:
         parser.error("--delay must be >= 0")
@@ -552,7 +604,13 @@ def _parse_args(argv: list[str] | None) -> argparse.Namespace:
 
 
 async def _serve(args: argparse.Namespace) -> None:
-    server = ScriptedLLMServer(args.script, delay=args.delay, host=args.host, port=args.port)
+    server = ScriptedLLMServer(
+        args.script,
+        delay=args.delay,
+        host=args.host,
+        port=args.port,
+        context_tokens=args.context_tokens,
+    )
     await server.start()
     print(server.base_url, flush=True)
     stop = asyncio.Event()

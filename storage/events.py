@@ -169,3 +169,20 @@ async def streamed_text(
         if int(chunk["offset"]) == len(text):  # contiguous only: what a client could show
             text += chunk["text"]
     return attempt, text
+
+
+async def edit_diffs(session: AsyncSession, project_id: uuid.UUID) -> dict[str, list[dict]]:
+    """The compact diffs of the project's editFiles calls, by the message each run answered."""
+    query = (
+        sa.select(EventRow.data)
+        .where(
+            EventRow.project_id == project_id,
+            EventRow.kind == EventKind.TOOL.value,
+            EventRow.data.has_key("diffs"),
+        )
+        .order_by(EventRow.seq)
+    )
+    by_run: dict[str, list[dict]] = {}
+    for data in (await session.scalars(query)).all():
+        by_run.setdefault(data["message_id"], []).extend(data["diffs"])
+    return by_run

@@ -101,14 +101,16 @@ async def page(
     return rows, encode_cursor(rows[-1]) if more and rows else None
 
 
-async def usage(session: AsyncSession, project_id: uuid.UUID) -> tuple[int, int]:
-    """Tokens in and out over the project's saved replies."""
+async def usage(session: AsyncSession, project_id: uuid.UUID) -> tuple[int, int, int, int]:
+    """Prompt, completion and cached tokens and model calls over the project's saved replies."""
     row = (
         await session.execute(
             sa.select(
                 sa.func.coalesce(sa.func.sum(Message.prompt_tokens), 0),
                 sa.func.coalesce(sa.func.sum(Message.completion_tokens), 0),
+                sa.func.coalesce(sa.func.sum(Message.cached_tokens), 0),
+                sa.func.coalesce(sa.func.sum(Message.model_calls), 0),
             ).where(Message.project_id == project_id)
         )
     ).one()
-    return int(row[0]), int(row[1])
+    return int(row[0]), int(row[1]), int(row[2]), int(row[3])

@@ -142,6 +142,8 @@ class Message(SQLModel, table=True):
     )
     prompt_tokens: int | None = None
     completion_tokens: int | None = None
+    cached_tokens: int | None = None
+    model_calls: int | None = None
     iterations: int | None = None
     created_at: datetime = _created_at()
     updated_at: datetime = _updated_at()

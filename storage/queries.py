@@ -179,6 +179,8 @@ async def save_assistant_reply(
     completion_tokens: int | None = None,
     iterations: int | None = None,
     summarize: Callable[[str | None, str, str], str],
+    cached_tokens: int | None = None,
+    model_calls: int | None = None,
 ) -> Message:
     """Save the reply to a user message exactly once, however often it is called.
 
@@ -210,6 +212,8 @@ async def save_assistant_reply(
             reply_to_id=user_message_id,
             prompt_tokens=prompt_tokens,
             completion_tokens=completion_tokens,
+            cached_tokens=cached_tokens,
+            model_calls=model_calls,
             iterations=iterations,
             fragment=None,
         )

@@ -57,8 +57,35 @@ class TranscriptEntry(SQLModel, table=True):
     message: dict[str, Any] = Field(sa_column=sa.Column(JSONB, nullable=False))
     prompt_tokens: int | None = None
     completion_tokens: int | None = None
+    cached_tokens: int | None = None
+    finish_reason: str | None = Field(default=None, sa_type=sa.Text)
     created_at: datetime = Field(
         default_factory=_now, sa_column=sa.Column(sa.DateTime(timezone=True), nullable=False)
+    )
+
+
+class ContextPlan(SQLModel, table=True):
+    """What one model call of a run sent: which transcript entries it left out or summarized.
+
+    Written before the call, so a retried activity sends exactly the same request.
+    """
+
+    __tablename__ = "context_plans"
+
+    run_id: uuid.UUID = Field(
+        sa_column=sa.Column(
+            sa.Uuid, sa.ForeignKey("messages.id", ondelete="CASCADE"), primary_key=True
+        )
+    )
+    iteration: int = Field(primary_key=True)
+    plan: dict[str, Any] = Field(sa_column=sa.Column(JSONB, nullable=False))
+    created_at: datetime = Field(
+        default=None,
+        sa_column=sa.Column(
+            sa.DateTime(timezone=True),
+            nullable=False,
+            server_default=sa.text("clock_timestamp()"),
+        ),
     )
 
 
@@ -119,6 +146,8 @@ async def append_entry(
     tool_call_id: str | None = None,
     prompt_tokens: int | None = None,
     completion_tokens: int | None = None,
+    cached_tokens: int | None = None,
+    finish_reason: str | None = None,
 ) -> TranscriptEntry:
     """Append once: a retried append of the same turn or tool call returns the stored entry."""
     existing = await _find(
@@ -140,6 +169,8 @@ async def append_entry(
             message=message,
             prompt_tokens=prompt_tokens,
             completion_tokens=completion_tokens,
+            cached_tokens=cached_tokens,
+            finish_reason=finish_reason,
             created_at=_now(),
         )
         .on_conflict_do_nothing()
@@ -176,12 +207,45 @@ async def _find(
 
 async def chat_messages(session: AsyncSession, run_id: uuid.UUID) -> list[dict[str, Any]]:
     """The transcript as OpenAI chat messages, oldest first."""
+    return [entry.message for entry in await chat_entries(session, run_id)]
+
+
+async def chat_entries(session: AsyncSession, run_id: uuid.UUID) -> list[TranscriptEntry]:
+    """The transcript's chat entries (with their sequence numbers and usage), oldest first."""
     query = (
-        sa.select(TranscriptEntry.message)
+        sa.select(TranscriptEntry)
         .where(TranscriptEntry.run_id == run_id, TranscriptEntry.role.in_(CHAT_ROLES))
         .order_by(TranscriptEntry.seq)
     )
     return list((await session.execute(query)).scalars())
+
+
+async def plan_for(session: AsyncSession, run_id: uuid.UUID, iteration: int) -> dict | None:
+    row = await session.get(ContextPlan, (run_id, iteration))
+    return row.plan if row else None
+
+
+async def latest_plan(session: AsyncSession, run_id: uuid.UUID, before: int) -> dict | None:
+    """The plan of the run's last model call before `iteration` (None before the first)."""
+    query = (
+        sa.select(ContextPlan.plan)
+        .where(ContextPlan.run_id == run_id, ContextPlan.iteration < before)
+        .order_by(ContextPlan.iteration.desc())
+        .limit(1)
+    )
+    return (await session.execute(query)).scalars().first()
+
+
+async def save_plan(
+    session: AsyncSession, run_id: uuid.UUID, iteration: int, plan: dict[str, Any]
+) -> None:
+    """Record (or, after a context-length error, replace) what a call sends."""
+    statement = insert(ContextPlan).values(run_id=run_id, iteration=iteration, plan=plan)
+    statement = statement.on_conflict_do_update(
+        index_elements=[ContextPlan.run_id, ContextPlan.iteration],
+        set_={"plan": statement.excluded.plan},
+    )
+    await session.execute(statement)
 
 
 async def assistant_turn(
@@ -215,12 +279,26 @@ async def stored_title(session: AsyncSession, run_id: uuid.UUID) -> str | None:
 
 async def usage(session: AsyncSession, run_id: uuid.UUID) -> tuple[int, int]:
     """Prompt and completion tokens of every paid call of the run (title included)."""
+    totals = await run_usage(session, run_id)
+    return totals["prompt_tokens"], totals["completion_tokens"]
+
+
+async def run_usage(session: AsyncSession, run_id: uuid.UUID) -> dict[str, int]:
+    """Prompt, completion and cached tokens and the number of paid calls (title included)."""
+    paid = TranscriptEntry.role.in_(("assistant", TITLE_ROLE))
     query = sa.select(
         sa.func.coalesce(sa.func.sum(TranscriptEntry.prompt_tokens), 0),
         sa.func.coalesce(sa.func.sum(TranscriptEntry.completion_tokens), 0),
+        sa.func.coalesce(sa.func.sum(TranscriptEntry.cached_tokens), 0),
+        sa.func.count().filter(paid),
     ).where(TranscriptEntry.run_id == run_id)
-    prompt, completion = (await session.execute(query)).one()
-    return int(prompt), int(completion)
+    prompt, completion, cached, calls = (await session.execute(query)).one()
+    return {
+        "prompt_tokens": int(prompt),
+        "completion_tokens": int(completion),
+        "cached_tokens": int(cached),
+        "model_calls": int(calls),
+    }
 
 
 async def transcript_chars(session: AsyncSession, run_id: uuid.UUID) -> int:

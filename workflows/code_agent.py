@@ -46,6 +46,7 @@ with workflow.unsafe.imports_passed_through():
     )
     from workflows.policies import HEARTBEAT, MODEL_RETRY, QUICK, SAVE_RETRY, failure_text
     from workflows.sandbox_session import SandboxKeptDying, SandboxSession
+    from workflows.token_budget import BUDGET_PATCH, budget_error, budget_summary
 
 TITLE_SECONDS = 20
 """The title activity's whole budget; the model call inside has its own, shorter timeout."""
@@ -88,6 +89,7 @@ class CodeAgentWorkflow:
         )
         self._iteration = 0
         self._sandbox: SandboxSession | None = None
+        self._budget_reached: str | None = None
 
     @workflow.query
     def progress(self) -> RunProgress:
@@ -140,6 +142,10 @@ class CodeAgentWorkflow:
         except ActivityError as error:
             return await self._save_failure(input, error)
 
+        if summary is None and self._budget_reached is not None:
+            if run.previous_files + files_in_run == 0 and not run.restorable:
+                return await self._save_error(input, budget_error(self._budget_reached))
+            summary = budget_summary(self._budget_reached)
         if summary is None:
             text = (
                 f"The agent used all {run.max_iterations} of its steps without finishing the "
@@ -153,7 +159,11 @@ class CodeAgentWorkflow:
             )
             return await self._save_error(input, text)
 
-        summary, checks = await self._verify(input, run, summary)
+        if self._budget_reached is not None:  # checks only: fixing would call the model
+            self._progress.phase = "verifying"
+            checks = report(await self._run_checks(input, run), 0)
+        else:
+            summary, checks = await self._verify(input, run, summary)
 
         # The app is finished: nothing optional may lose it. The sandbox is checked first (and
         # replaced if it died), so the saved preview serves the app.
@@ -196,6 +206,9 @@ class CodeAgentWorkflow:
                 retry_policy=MODEL_RETRY,
                 summary=f"iteration {iteration}/{run.max_iterations}: model",
             )
+            if turn.budget_reached is not None and workflow.patched(BUDGET_PATCH):
+                self._budget_reached = turn.budget_reached
+                break
             for call in turn.tool_calls:
                 self._progress.phase = "tool"
                 self._progress.current_tool = call.name
@@ -277,6 +290,8 @@ class CodeAgentWorkflow:
 
     async def _title(self, input: AgentRunInput, run: StartRunResult, summary: str) -> str:
         """A short title; any failure of the optional title call falls back to the prompt."""
+        if self._budget_reached is not None:  # no more model calls
+            return fallback_title(summary, run.prompt)
         try:
             return await workflow.execute_activity_method(
                 LlmActivities.generate_title,

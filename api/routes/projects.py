@@ -25,7 +25,7 @@ from runtime import metrics
 from storage import events, images, listing, queries
 from storage.errors import ProjectNotFoundError
 from storage.image_files import MAX_IMAGE_BYTES, MAX_IMAGES
-from storage.views import message_view
+from storage.views import Prices, message_view, usage_view
 from submission import (
     ImageUpload,
     InvalidSubmission,
@@ -321,9 +321,10 @@ async def project_body(project_id: str, context: ApiContext) -> dict[str, Any]:
             raise not_found("project", project_id)
         messages = await queries.get_messages(session, key)
         attached = await images.for_messages(session, [m.id for m in messages])
-        tokens_in, tokens_out = await listing.usage(session, key)
+        totals = await listing.usage(session, key)
         last_run = await events.latest_run_event(session, key)
     answered = {m.reply_to_id for m in messages if m.reply_to_id is not None}
+    prices = Prices.of(context.settings)
     running = None
     if last_run is not None and last_run.data.get("phase") != "done":
         run_message = uuid.UUID(last_run.data["message_id"])
@@ -340,9 +341,9 @@ async def project_body(project_id: str, context: ApiContext) -> dict[str, Any]:
         "name": project.name,
         "created_at": project.created_at.isoformat(),
         "updated_at": project.updated_at.isoformat(),
-        "messages": [message_view(m, attached.get(m.id, [])) for m in messages],
+        "messages": [message_view(m, attached.get(m.id, []), prices=prices) for m in messages],
         "running": running,
-        "usage": {"prompt_tokens": tokens_in, "completion_tokens": tokens_out},
+        "usage": usage_view(*totals, prices),
     }
 
 

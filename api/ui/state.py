@@ -100,8 +100,11 @@ async def project_state(context: ApiContext, project_id: uuid.UUID) -> ProjectSt
         )
     messages = body["messages"]
     answered = {m["reply_to_id"] for m in messages if m.get("reply_to_id")}
+    async with context.db.session() as session:
+        diffs = await events.edit_diffs(session, project_id)
     for message in messages:
         message["status"] = _status(message, answered, running)
+        message["edits"] = diffs.get(message.get("reply_to_id") or "", [])
     oldest_first = [m for m in messages if m["fragment"] is not None]
     versions = [
         Version(

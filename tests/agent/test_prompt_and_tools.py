@@ -26,9 +26,16 @@ def test_prompt_names_every_component_and_package_of_the_template() -> None:
     assert "<task_summary>" in prompt and f"port {manifest.port}" in prompt
 
 
-def test_tool_schemas_are_the_three_tools() -> None:
+def test_tool_schemas_are_the_seeds_three_tools_then_edit_files() -> None:
     names = [tool["function"]["name"] for tool in TOOL_DEFINITIONS]
-    assert names == ["terminal", "createOrUpdateFiles", "readFiles"]
+    assert names == ["terminal", "createOrUpdateFiles", "readFiles", "editFiles"]
+
+
+def test_prompt_says_when_to_edit_and_when_to_rewrite() -> None:
+    manifest = load_manifest()
+    prompt = system_prompt(components=manifest.components, preinstalled=manifest.preinstalled)
+    assert "To change an existing file, use editFiles" in prompt
+    assert "createOrUpdateFiles only for new files" in prompt
 
 
 @pytest.mark.parametrize(

@@ -112,7 +112,17 @@ async def test_a_project_over_http(api_stack) -> None:
             ("ASSISTANT", "RESULT"),
         ]
         assert project["running"] is None
-        assert project["usage"]["prompt_tokens"] > 0
+        # Usage: per reply and for the project, the sums of what the model server reported.
+        reported = [r.usage for r in stack.llm.requests() if r.completed]
+        expected = {
+            "prompt_tokens": sum(u["prompt_tokens"] for u in reported),
+            "completion_tokens": sum(u["completion_tokens"] for u in reported),
+            "cached_tokens": sum(u["prompt_tokens_details"]["cached_tokens"] for u in reported),
+            "total_tokens": sum(u["total_tokens"] for u in reported),
+            "model_calls": len(reported),
+        }
+        assert expected["prompt_tokens"] > 0 and expected["model_calls"] >= 2
+        assert project["usage"] == project["messages"][1]["usage"] == expected
         fragment = project["messages"][1]["fragment"]
         assert fragment["paths"] == ["app/page.tsx"] and fragment["title"] == "Hello Page"
         first_fragment = fragment["fragment_id"]

@@ -95,7 +95,7 @@ async def test_chat_completion_without_tools_is_a_title_request_and_usage_is_cou
     assert title.choices[0].message.content == "Title"
     assert [r.kind for r in server.requests()] == ["title", "turn"]
     usage = usage_of(turn)
-    assert set(usage) == {"prompt_tokens", "completion_tokens", "total_tokens"}
+    assert set(usage) == {"prompt_tokens", "completion_tokens", "total_tokens", "cached_tokens"}
     assert usage["total_tokens"] == usage["prompt_tokens"] + usage["completion_tokens"] > 0
 
 
@@ -115,7 +115,12 @@ def test_usage_of_a_completion_without_usage_is_zero():
             ],
         }
     )
-    assert usage_of(completion) == {"prompt_tokens": 0, "completion_tokens": 0, "total_tokens": 0}
+    assert usage_of(completion) == {
+        "prompt_tokens": 0,
+        "completion_tokens": 0,
+        "total_tokens": 0,
+        "cached_tokens": 0,
+    }
 
 
 @pytest.mark.parametrize(

@@ -232,6 +232,7 @@ async def test_usage_is_reported_and_can_be_scripted():
         "prompt_tokens": 1000,
         "completion_tokens": 50,
         "total_tokens": 1050,
+        "cached_tokens": 0,
     }
 
 

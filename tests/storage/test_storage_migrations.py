@@ -22,10 +22,15 @@ ROOT = Path(__file__).resolve().parents[2]
 
 
 async def test_database_is_at_head(database_url: str) -> None:
-    newest = max((ROOT / "storage/migrations/versions").glob("0*.py"), key=lambda p: p.name)
-    # The newest file's own revision id (a number, or a branch's `issueN_<slug>` until renumbered)
-    revision = re.search(r'^revision: str = "([^"]+)"', newest.read_text(), re.MULTILINE)
-    assert revision is not None and head_revision() == revision.group(1)
+    revisions, parents = set(), set()
+    for path in (ROOT / "storage/migrations/versions").glob("*.py"):
+        text = path.read_text()
+        revisions.add(re.search(r'^revision: str = "([^"]+)"', text, re.M).group(1))
+        parent = re.search(r'^down_revision: str \| None = "([^"]+)"', text, re.M)
+        if parent:
+            parents.add(parent.group(1))
+    (newest,) = revisions - parents  # one chain, one head
+    assert head_revision() == newest
     assert await current_revision(database_url) == head_revision()
 
 
@@ -70,6 +75,7 @@ async def test_enum_types_and_cascades_exist(db: Database) -> None:
             "message_type": ["RESULT", "ERROR"],
         }
         assert list(cascades) == [
+            "fk_context_plans_run_id_messages",
             "fk_events_project_id_projects",
             "fk_fragments_message_id_messages",
             "fk_messages_project_id_projects",

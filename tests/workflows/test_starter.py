@@ -201,7 +201,9 @@ async def live_starter(
             build_workers(client, services),
             running_gateway(settings, services.db, client),
         ):
-            yield _runner(_env(database_url, temporal_dev_server, task_queue))
+            runner = _runner(_env(database_url, temporal_dev_server, task_queue))
+            runner.llm = llm  # type: ignore[attr-defined]
+            yield runner
             await _kill_project_sandboxes(client, clean_db, services.sandboxes)
 
 
@@ -227,8 +229,18 @@ async def test_new_show_list_and_follow_up(live_starter: Run) -> None:
         "status",
         "content",
         "fragment",
+        "usage",
     }
     assert result["status"] == "RESULT"
+    # Usage: the sums of what the model server reported for this run (turns and title).
+    reported = [r.usage for r in live_starter.llm.requests() if r.completed]  # type: ignore[attr-defined]
+    assert result["usage"] == {
+        "prompt_tokens": sum(u["prompt_tokens"] for u in reported),
+        "completion_tokens": sum(u["completion_tokens"] for u in reported),
+        "cached_tokens": sum(u["prompt_tokens_details"]["cached_tokens"] for u in reported),
+        "total_tokens": sum(u["total_tokens"] for u in reported),
+        "model_calls": 3,
+    }
     assert result["content"] == "A counter page."
     assert result["workflow_id"] == f"agent-run-{result['message_id']}"
     assert result["fragment"]["title"] == "Counter App"
