@@ -50,7 +50,7 @@ def test_assistant_messages_carry_usage_and_user_messages_do_not() -> None:
 
 
 def test_the_conversation_shows_a_replys_usage_and_its_edits() -> None:
-    from api.ui.templating import render
+    from api.templating import render
 
     from api.ui.state import ProjectState
 
