@@ -39,7 +39,7 @@ ROUTE_TIMEOUT_SECONDS = 120.0
 """A route's first request compiles it: seconds on a fresh dev server. Bounds the whole request
 (connect, headers, body, redirects), not each read: a route that drips bytes is cut too."""
 ROUTE_MAX_BODY_BYTES = 5 * 1024 * 1024
-"""A page's HTML is read up to here (enough to find Next.js's error page); an endless body is cut."""
+"""A page's HTML is read up to here (enough to find Next.js's error page); more is cut."""
 ROUTE_MAX_REDIRECTS = 5
 """Redirects followed within the preview's own origin; one to anywhere else is never followed."""
 SOURCE_SUFFIXES = (".tsx", ".ts", ".jsx", ".js", ".mdx", ".css")

@@ -50,7 +50,9 @@ async def preview(canary) -> AsyncIterator[str]:
                 where = f"http://127.0.0.1:{canary_port}/secret"
                 writer.write(f"HTTP/1.1 302 Found\r\nlocation: {where}\r\n\r\n".encode())
             elif path == "/inside":
-                writer.write(b"HTTP/1.1 307 Temporary\r\nlocation: /ok\r\ncontent-length: 0\r\n\r\n")
+                writer.write(
+                    b"HTTP/1.1 307 Temporary\r\nlocation: /ok\r\ncontent-length: 0\r\n\r\n"
+                )
             elif path == "/loop":
                 writer.write(b"HTTP/1.1 302 Found\r\nlocation: /loop\r\ncontent-length: 0\r\n\r\n")
             elif path == "/endless":
