@@ -7,12 +7,14 @@ table and this file can be checked against each other.
 from __future__ import annotations
 
 import hashlib
+import ipaddress
 import re
 import socket
 import sys
 from enum import StrEnum
 from functools import lru_cache
 from pathlib import Path
+from urllib.parse import urlsplit
 
 from pydantic import Field, SecretStr, ValidationError, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
@@ -157,6 +159,39 @@ class Settings(BaseSettings):
         default="20/minute",
         description="Message submissions per client: N/second, N/minute or N/hour.",
     )
+    qai_action_rate_limit: str = Field(
+        default="120/minute",
+        description=(
+            "Other costly requests per client (restore, cancel, delete, archive, opening the "
+            "event stream, login): N/second, N/minute or N/hour."
+        ),
+    )
+    qai_public_url: str | None = Field(
+        default=None,
+        description=(
+            "Address users reach the API and UI at (`https://qai.example.com`). Its host name "
+            "is accepted besides the loopback names; https there makes the session cookie Secure."
+        ),
+    )
+    qai_trusted_proxies: str = Field(
+        default="",
+        description=(
+            "Comma-separated addresses or networks of reverse proxies whose X-Forwarded-For and "
+            "X-Forwarded-Proto are believed; empty: none (the peer address is the client)."
+        ),
+    )
+    qai_session_hours: float = Field(
+        default=12.0,
+        gt=0,
+        le=24 * 90,
+        description="Hours a browser login lasts; logging out ends it at once.",
+    )
+    qai_sse_max_per_client: int = Field(
+        default=20, ge=1, description="Open event streams per client; past it, 429."
+    )
+    qai_sse_max: int = Field(
+        default=1000, ge=1, description="Open event streams per API process; past it, 429."
+    )
 
     # Operations
     qai_metrics_host: str = Field(
@@ -203,7 +238,7 @@ class Settings(BaseSettings):
             raise ValueError("must be a postgresql:// URL")
         return value
 
-    @field_validator("qai_rate_limit")
+    @field_validator("qai_rate_limit", "qai_action_rate_limit")
     @classmethod
     def _rate(cls, value: str) -> str:
         count, sep, unit = value.strip().partition("/")
@@ -216,8 +251,47 @@ class Settings(BaseSettings):
     @property
     def rate_limit(self) -> tuple[int, float]:
         """QAI_RATE_LIMIT as (requests, seconds)."""
-        count, _, unit = self.qai_rate_limit.partition("/")
-        return int(count), {"second": 1.0, "minute": 60.0, "hour": 3600.0}[unit]
+        return _rate_of(self.qai_rate_limit)
+
+    @property
+    def action_rate_limit(self) -> tuple[int, float]:
+        return _rate_of(self.qai_action_rate_limit)
+
+    @field_validator("qai_public_url")
+    @classmethod
+    def _public_url(cls, value: str | None) -> str | None:
+        if not value:
+            return None
+        parts = urlsplit(value)
+        if parts.scheme not in {"http", "https"} or not parts.hostname:
+            raise ValueError("must be an http(s) URL such as https://qai.example.com")
+        if parts.path not in {"", "/"} or parts.query or parts.username:
+            raise ValueError("must be only scheme, host and port, such as https://qai.example.com")
+        return f"{parts.scheme}://{parts.netloc.lower()}"
+
+    @field_validator("qai_trusted_proxies")
+    @classmethod
+    def _proxies(cls, value: str) -> str:
+        for item in filter(None, (part.strip() for part in value.split(","))):
+            try:
+                ipaddress.ip_network(item, strict=False)
+            except ValueError:
+                raise ValueError(f"{item!r} is not an address or network") from None
+        return value
+
+    @property
+    def trusted_proxies(self) -> list[str]:
+        return [part.strip() for part in self.qai_trusted_proxies.split(",") if part.strip()]
+
+    @property
+    def allowed_hosts(self) -> frozenset[str]:
+        """Host names the API answers to: loopback's, QAI_PUBLIC_URL's, a named listen address."""
+        names = {"localhost", "127.0.0.1", "::1"}
+        if self.qai_public_url:
+            names.add((urlsplit(self.qai_public_url).hostname or "").lower())
+        if self.qai_api_host not in {"0.0.0.0", "::", ""}:
+            names.add(self.qai_api_host.strip("[]").lower())
+        return frozenset(names)
 
     @field_validator("qai_preview_url")
     @classmethod
@@ -254,12 +328,39 @@ class Settings(BaseSettings):
         return self.qai_host_address or f"127.0.0.1:{self.qai_preview_port}"
 
 
+SECRET_WORDS = ("token", "key", "secret", "password", "credential")
+"""A setting whose name holds one of these never has its value shown."""
+_URL_PASSWORD = re.compile(r"(?P<scheme>[A-Za-z][A-Za-z0-9+.-]*://)(?P<user>[^:/@\s]*):[^@/\s]*@")
+_QUERY_SECRET = re.compile(r"(?i)(?P<name>password|passwd|pwd|token|secret|key)=[^&\s]*")
+
+
+def redacted(name: str, value: object) -> str | None:
+    """How a bad value may be shown in an error: never a secret, never a URL's password."""
+    if not isinstance(value, str | int | float) or isinstance(value, bool):
+        return None
+    if any(word in name.lower() for word in SECRET_WORDS) or name in _SECRET_FIELDS:
+        return "<hidden>"
+    text = _URL_PASSWORD.sub(r"\g<scheme>\g<user>:***@", str(value))
+    text = _QUERY_SECRET.sub(r"\g<name>=***", text)
+    return repr(text) if isinstance(value, str) else text
+
+
+_SECRET_FIELDS = {
+    name for name, field in Settings.model_fields.items() if "SecretStr" in str(field.annotation)
+}
+
+
+def _rate_of(value: str) -> tuple[int, float]:
+    count, _, unit = value.partition("/")
+    return int(count), {"second": 1.0, "minute": 60.0, "hour": 3600.0}[unit]
+
+
 def _describe(error: ValidationError) -> str:
     first = error.errors()[0]
-    name = str(first["loc"][0]).upper() if first.get("loc") else "settings"
-    value = first.get("input")
-    shown = f" (got {value!r})" if isinstance(value, str | int | float) else ""
-    return f"invalid setting {name}: {first['msg']}{shown}"
+    field = str(first["loc"][0]) if first.get("loc") else "settings"
+    shown = redacted(field, first.get("input"))
+    suffix = f" (got {shown})" if shown is not None else ""
+    return f"invalid setting {field.upper()}: {first['msg']}{suffix}"
 
 
 class SettingsError(SystemExit):

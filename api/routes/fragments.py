@@ -8,6 +8,7 @@ from typing import Annotated, Any
 from fastapi import APIRouter, Depends, Response
 
 from api.archive import app_zip
+from api.auth import limit_action
 from api.context import ApiContext, context_of
 from api.errors import not_found
 from api.routes.projects import parse_id
@@ -45,7 +46,7 @@ async def get_fragment(fragment_id: str, context: Context) -> dict[str, Any]:
     }
 
 
-@router.get("/{fragment_id}/archive", response_class=Response)
+@router.get("/{fragment_id}/archive", response_class=Response, dependencies=[Depends(limit_action)])
 async def archive(fragment_id: str, context: Context) -> Response:
     """application/zip: the template's app plus this version's files."""
     fragment = await fragment_or_404(context, fragment_id)
@@ -59,7 +60,7 @@ async def archive(fragment_id: str, context: Context) -> Response:
     )
 
 
-@router.post("/{fragment_id}/restore", status_code=202)
+@router.post("/{fragment_id}/restore", status_code=202, dependencies=[Depends(limit_action)])
 async def restore(fragment_id: str, context: Context) -> dict[str, str]:
     """Make this version current, after whatever the project is doing now."""
     fragment = await fragment_or_404(context, fragment_id)

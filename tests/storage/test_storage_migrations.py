@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import os
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -13,6 +14,7 @@ from alembic.runtime.migration import MigrationContext
 from sqlalchemy import text
 from sqlmodel import SQLModel
 
+from storage import sessions  # noqa: F401  (its table, like the others, must match)
 from storage.db import Database
 from storage.migrate import current_revision, head_revision, upgrade
 
@@ -20,8 +22,9 @@ ROOT = Path(__file__).resolve().parents[2]
 
 
 async def test_database_is_at_head(database_url: str) -> None:
-    newest = max(p.name.split("_")[0] for p in (ROOT / "storage/migrations/versions").glob("0*.py"))
-    assert head_revision() == newest
+    newest = max((ROOT / "storage/migrations/versions").glob("0*.py"))
+    revision = re.search(r'^revision: str = "([^"]+)"', newest.read_text(), re.M)
+    assert revision and head_revision() == revision.group(1)
     assert await current_revision(database_url) == head_revision()
 
 
