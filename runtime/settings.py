@@ -132,6 +132,17 @@ class Settings(BaseSettings):
             "(default `http://{project_id}.preview.localhost:<QAI_PREVIEW_PORT>`)."
         ),
     )
+    qai_gateway_head_timeout: float = Field(
+        default=10.0,
+        gt=0,
+        le=120,
+        description="Seconds a preview connection has to send its whole first request head.",
+    )
+    qai_gateway_max_connections: int = Field(
+        default=2000,
+        ge=1,
+        description="Open connections the preview gateway holds; past it, new ones get 503.",
+    )
     qai_preview_idle_seconds: int = Field(
         default=600,
         ge=0,
