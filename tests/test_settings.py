@@ -53,7 +53,6 @@ def test_worker_exits_with_one_line_on_a_bad_setting() -> None:
     assert line.startswith("qai: invalid setting QAI_SANDBOX_NETWORK")
 
 
-
 @pytest.mark.parametrize(
     ("variable", "value"),
     [

@@ -114,9 +114,7 @@ async def test_a_cookie_session_needs_its_csrf_token_expires_and_logout_revokes_
         # Changes need the page's CSRF token; a form-POST from a preview has none.
         refused = await http.post("/api/projects", json=PROMPT)
         assert refused.status_code == 403 and "CSRF" in refused.json()["detail"]
-        forged = await http.post(
-            "/api/projects", json=PROMPT, headers={"X-CSRF-Token": "0" * 64}
-        )
+        forged = await http.post("/api/projects", json=PROMPT, headers={"X-CSRF-Token": "0" * 64})
         assert forged.status_code == 403
         home = (await http.get("/")).text
         token = re.search(r'name="csrf-token" content="([0-9a-f]+)"', home)
