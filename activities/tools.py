@@ -95,12 +95,22 @@ class ToolActivities:
             async with heartbeating(5.0, name):
                 outcome = await execute_tool(sandbox, name, call["function"].get("arguments", ""))
                 if input.project_id is not None:
-                    snapshot = await sandbox.snapshot(await backend.template_index())
+                    snapshot = await sandbox.snapshot(
+                        await backend.template_index(),
+                        self._services.settings.qai_snapshot_max_bytes,
+                    )
         except SandboxError as error:
             metrics.tool_call(name, KNOWN_TOOLS, "error")
             raise sandbox_failure(error, f"running {name}") from error
         metrics.tool_call(name, KNOWN_TOOLS, "ok" if outcome.ok else "failed")
         content = outcome.content
+        notice = (
+            snapshot.cap_notice(self._services.settings.qai_snapshot_max_bytes)
+            if snapshot
+            else None
+        )
+        if notice:
+            content = f"{content}\n\n{notice}"
         if input.restarted:
             content = f"{input.restarted}\n\n{content}"
 

@@ -102,6 +102,15 @@ class Settings(BaseSettings):
     qai_sandbox_memory_mb: int = Field(default=3072, ge=256, description="Memory cap per sandbox.")
     qai_sandbox_pids: int = Field(default=1024, ge=64, description="Process cap per sandbox.")
     qai_sandbox_disk_mb: int = Field(default=2048, ge=64, description="Writable space per sandbox.")
+    qai_snapshot_max_bytes: int = Field(
+        default=50_000_000,
+        ge=1_000_000,
+        description=(
+            "Total bytes of files a workspace snapshot (a saved version) holds; past it the "
+            "model is told which files were left out (package files, then sources, smallest "
+            "first, are kept)."
+        ),
+    )
     qai_sandbox_pool_size: int = Field(
         default=1,
         ge=0,

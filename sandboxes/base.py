@@ -21,8 +21,10 @@ from sandboxes.snapshot import (
     HASH_COMMAND,
     LIST_COMMAND,
     MAX_FILE_BYTES,
+    MAX_SNAPSHOT_BYTES,
     WorkspaceSnapshot,
     changed_paths,
+    fit,
     parse_hashes,
     parse_listing,
 )
@@ -246,7 +248,9 @@ class Sandbox(abc.ABC):
     @abc.abstractmethod
     async def is_running(self) -> bool: ...
 
-    async def snapshot(self, index: Mapping[str, str]) -> WorkspaceSnapshot:
+    async def snapshot(
+        self, index: Mapping[str, str], max_bytes: int = MAX_SNAPSHOT_BYTES
+    ) -> WorkspaceSnapshot:
         """What the workspace changed relative to the template whose file hashes are `index`.
 
         This generic way lists and hashes the workspace with two commands and reads the changed
@@ -256,10 +260,14 @@ class Sandbox(abc.ABC):
         hashes = parse_hashes((await self.commands.run(HASH_COMMAND, timeout=120)).stdout)
         paths, symlinks, deleted = changed_paths(index, listing, hashes)
         snapshot = WorkspaceSnapshot(symlinks=symlinks, deleted=deleted)
+        sizes = {}
         for path in paths:
             if listing[path].size > MAX_FILE_BYTES:
                 snapshot.skipped.append(path)
-                continue
+            else:
+                sizes[path] = listing[path].size
+        kept, snapshot.over_cap = fit(sizes, max_bytes)
+        for path in sorted(kept):
             snapshot.files[path] = await self.files.read(path, format="bytes")
             snapshot.modes[path] = listing[path].mode
         return snapshot

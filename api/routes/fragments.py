@@ -6,8 +6,9 @@ import uuid
 from typing import Annotated, Any
 
 from fastapi import APIRouter, Depends, Response
+from fastapi.responses import StreamingResponse
 
-from api.archive import app_zip
+from api.archive import app_zip_chunks
 from api.auth import limit_action
 from api.context import ApiContext, context_of
 from api.errors import not_found
@@ -53,8 +54,8 @@ async def archive(fragment_id: str, context: Context) -> Response:
     async with context.db.session() as session:
         workspace = await versions.fragment_workspace(session, fragment)
     folder = f"qai-{str(fragment.id)[:8]}"
-    return Response(
-        app_zip(workspace, folder),
+    return StreamingResponse(  # made as it is sent (a sync iterator: in a thread)
+        app_zip_chunks(workspace, folder),
         media_type="application/zip",
         headers={"Content-Disposition": f'attachment; filename="{folder}.zip"'},
     )
