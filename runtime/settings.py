@@ -102,6 +102,12 @@ class Settings(BaseSettings):
     qai_sandbox_memory_mb: int = Field(default=3072, ge=256, description="Memory cap per sandbox.")
     qai_sandbox_pids: int = Field(default=1024, ge=64, description="Process cap per sandbox.")
     qai_sandbox_disk_mb: int = Field(default=2048, ge=64, description="Writable space per sandbox.")
+    qai_sandbox_cpus: float = Field(
+        default=2.0,
+        gt=0,
+        le=256,
+        description="CPU time per sandbox, in CPUs (cgroup cpu.max; 0.5 is half of one core).",
+    )
     qai_snapshot_max_bytes: int = Field(
         default=50_000_000,
         ge=1_000_000,

@@ -234,6 +234,7 @@ class LocalBackend(SandboxBackend):
             "memory_mb": self.settings.qai_sandbox_memory_mb,
             "pids": self.settings.qai_sandbox_pids,
             "disk_mb": self.settings.qai_sandbox_disk_mb,
+            "cpus": self.settings.qai_sandbox_cpus,
             "metadata": {**self.metadata_defaults, **(metadata or {})},
             "ports": {},
         }

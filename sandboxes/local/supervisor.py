@@ -31,7 +31,7 @@ import subprocess
 import time
 from typing import Any
 
-from sandboxes.local import mounts
+from sandboxes.local import mounts, seccomp
 from sandboxes.local.cgroups import SandboxCgroups
 from sandboxes.local.layout import (
     SANDBOX_GID,
@@ -47,6 +47,9 @@ ENVD = Path(__file__).with_name("envd.py")
 IN_RUN = "/run/qai"
 PROXY_LISTEN = "127.0.0.1:3128"
 MIB = 1024 * 1024
+UNCAPPED_SCRATCH_MB = 256
+"""Size of each of /tmp, /var/tmp and /dev/shm when there are no cgroups: tmpfs is memory, and
+without a memory cgroup nothing else bounds what a sandbox keeps there."""
 ENVD_COMMAND = ["/usr/bin/python3", "-I", "-S", f"{IN_RUN}/envd.py", f"{IN_RUN}/host/envd.json"]
 
 
@@ -103,8 +106,15 @@ def system_binds() -> list[str]:
     return args
 
 
-def bwrap_argv(layout: Layout, state: dict[str, Any]) -> list[str]:
-    tmp_size = str(state["disk_mb"] * MIB)
+def scratch_mb(state: dict[str, Any], cgroups_ok: bool) -> int:
+    """Each scratch tmpfs's size: the disk cap under a memory cgroup, bounded without one."""
+    return state["disk_mb"] if cgroups_ok else min(state["disk_mb"], UNCAPPED_SCRATCH_MB)
+
+
+def bwrap_argv(
+    layout: Layout, state: dict[str, Any], *, cgroups_ok: bool = True, seccomp_fd: int | None = None
+) -> list[str]:
+    tmp_size = str(scratch_mb(state, cgroups_ok) * MIB)
     argv = [
         "bwrap",
         "--die-with-parent",
@@ -146,9 +156,10 @@ def bwrap_argv(layout: Layout, state: dict[str, Any]) -> list[str]:
         "--chdir", "/home/user",
         "--cap-add", "CAP_SETUID",
         "--cap-add", "CAP_SETGID",
-        *ENVD_COMMAND,
     ]  # fmt: skip
-    return argv
+    if seccomp_fd is not None:
+        argv += ["--seccomp", str(seccomp_fd)]
+    return argv + ENVD_COMMAND
 
 
 class Supervisor:
@@ -213,10 +224,15 @@ class Supervisor:
 
     def make_cgroups(self) -> None:
         try:
-            self.cgroups.create(self.state["memory_mb"] * MIB, self.state["pids"])
+            self.cgroups.create(
+                self.state["memory_mb"] * MIB, self.state["pids"], self.state.get("cpus")
+            )
             self.cgroups_ok = True
         except OSError as error:
-            log(f"cgroups unavailable ({error}); falling back to RLIMIT_NPROC, memory uncapped")
+            log(
+                f"cgroups unavailable ({error}); falling back to RLIMIT_NPROC, memory and CPU "
+                f"uncapped, scratch tmpfs {scratch_mb(self.state, False)} MiB each"
+            )
 
     def _in_child(self) -> None:
         if self.cgroups_ok:
@@ -228,18 +244,22 @@ class Supervisor:
     def spawn(self) -> None:
         # Arguments through a pipe (`--args`), so /proc/1/cmdline inside shows no host paths.
         args_r, args_w = os.pipe()
-        argv = bwrap_argv(self.layout, self.state)
+        filter_r, filter_w = os.pipe()  # the compiled seccomp program (well under a pipe's 64 KiB)
+        os.write(filter_w, seccomp.program())
+        os.close(filter_w)
+        argv = bwrap_argv(self.layout, self.state, cgroups_ok=self.cgroups_ok, seccomp_fd=filter_r)
         split = argv.index(ENVD_COMMAND[0])  # bwrap reads options only from --args
         os.write(args_w, b"".join(a.encode() + b"\0" for a in argv[1:split]))
         os.close(args_w)
         self.bwrap = subprocess.Popen(
             ["bwrap", "--args", str(args_r), *argv[split:]],
-            pass_fds=(args_r, self.listener.fileno(), self.ready_w),
+            pass_fds=(args_r, filter_r, self.listener.fileno(), self.ready_w),
             stdin=subprocess.DEVNULL,
             preexec_fn=self._in_child,
             close_fds=True,
         )
         os.close(args_r)
+        os.close(filter_r)
         os.close(self.ready_w)
         self.listener.close()  # envd holds it now: if the sandbox dies, connecting fails at once
         log(f"bwrap started, pid {self.bwrap.pid}")
