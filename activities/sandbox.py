@@ -28,6 +28,36 @@ from sandboxes.snapshot import WorkspaceSnapshot
 from storage import previews, snapshots
 
 PREVIEW_PORT = 3000
+
+
+class WaitProgress:
+    """The run's progress line while its sandbox waits for room on this host (`waiting`), and
+    back to `sandbox` once it got some."""
+
+    def __init__(self, services: Services, run_id: uuid.UUID) -> None:
+        self._services = services
+        self._run_id = run_id
+        self._reports = 0
+
+    async def __call__(self, words: str) -> None:
+        activity.logger.info(words)
+        await self._phase("waiting")
+
+    async def done(self) -> None:
+        if self._reports:
+            await self._phase("sandbox")
+
+    async def _phase(self, phase: str) -> None:
+        self._reports += 1
+        await run_phase(
+            self._services.db,
+            self._run_id,
+            phase,
+            max_iterations=self._services.settings.qai_max_iterations,
+            key=f"{phase}:{activity.info().activity_id}:{self._reports}",
+        )
+
+
 REQUEST_KEY = "qai_request"
 """Sandbox metadata naming the activity execution that created it, so a retry can find it."""
 
@@ -135,6 +165,7 @@ class SandboxActivities:
                 activity.logger.info("sandbox expired; creating a new one")
         sandbox = await self._created_earlier(request)
         if sandbox is None:
+            reporter = self._report_wait(metadata.get("run_id"))
             async with heartbeating(), metrics.timed(metrics.SANDBOX_CREATE_SECONDS):
                 sandbox = await backend.create(
                     timeout=timeout,
@@ -143,8 +174,14 @@ class SandboxActivities:
                         **metadata,
                         REQUEST_KEY: request,
                     },
+                    on_wait=reporter,
                 )
+            if reporter is not None:
+                await reporter.done()
         return sandbox, True
+
+    def _report_wait(self, run_id: str | None) -> WaitProgress | None:
+        return None if run_id is None else WaitProgress(self._services, uuid.UUID(run_id))
 
     @activity.defn(name="acquire_sandbox")
     async def acquire_sandbox(self, input: AcquireSandboxInput) -> SandboxLease:

@@ -117,6 +117,14 @@ class Settings(BaseSettings):
             "first, are kept)."
         ),
     )
+    qai_sandbox_max_live: int = Field(
+        default=16,
+        ge=1,
+        description=(
+            "Local sandboxes one host runs at once (warm ones included); past it a new run "
+            "waits, saying so, until one stops."
+        ),
+    )
     qai_sandbox_pool_size: int = Field(
         default=1,
         ge=0,

@@ -102,6 +102,10 @@ class SandboxUnavailableError(SandboxError):
         self.retryable = retryable
 
 
+WaitReporter = Callable[[str], Awaitable[None]]
+"""Told, in plain words, why a new sandbox is not starting yet (every few seconds)."""
+
+
 @dataclass(frozen=True)
 class CommandResult:
     stdout: str
@@ -305,7 +309,10 @@ class SandboxBackend(abc.ABC):
         *,
         timeout: float | None = None,
         metadata: Mapping[str, str] | None = None,
-    ) -> Sandbox: ...
+        on_wait: WaitReporter | None = None,
+    ) -> Sandbox:
+        """A new sandbox. A backend with a cap on live sandboxes waits for room, telling
+        `on_wait` (in plain words) while it does."""
 
     @abc.abstractmethod
     async def connect(self, sandbox_id: str, *, timeout: float | None = None) -> Sandbox:
