@@ -8,16 +8,14 @@ requested). A check that cannot run is `skipped` with its reason; it never fails
 from __future__ import annotations
 
 import asyncio
-import uuid
 from urllib.parse import urljoin, urlsplit
 
 import httpx
-from pydantic import BaseModel
 from temporalio import activity
 
 from activities.events import run_phase
 from activities.heartbeat import heartbeating
-from activities.sandbox import PREVIEW_PORT
+from activities.sandbox_service import preview_port
 from activities.services import Services
 from agent.checks import (
     NEXT_ERROR_MARKER,
@@ -31,6 +29,7 @@ from agent.checks import (
     parse_tsc,
     routes_of,
 )
+from contract import CheckInput, LogCheckInput
 from runtime import metrics
 from sandboxes.base import CommandFailedError, Sandbox, SandboxError, SandboxNotFoundError
 from storage import snapshots
@@ -43,18 +42,6 @@ ROUTE_MAX_BODY_BYTES = 5 * 1024 * 1024
 ROUTE_MAX_REDIRECTS = 5
 """Redirects followed within the preview's own origin; one to anywhere else is never followed."""
 SOURCE_SUFFIXES = (".tsx", ".ts", ".jsx", ".js", ".mdx", ".css")
-
-
-class CheckInput(BaseModel):
-    project_id: uuid.UUID
-    run_id: uuid.UUID
-    sandbox_id: str
-
-
-class LogCheckInput(BaseModel):
-    sandbox_id: str
-    since: int
-    """Byte offset of the server log where this round of checks began."""
 
 
 def _skipped(name: str, error: SandboxError) -> CheckResult:
@@ -80,7 +67,13 @@ class CheckActivities:
             return _skipped("types", error)
         # The first check of a round: the run is verifying its draft.
         key = f"verifying:{activity.info().activity_id}"
-        await run_phase(self._services.db, input.run_id, "verifying", key=key)
+        await run_phase(
+            self._services.db,
+            input.run_id,
+            "verifying",
+            max_iterations=input.max_iterations,
+            key=key,
+        )
         try:
             async with heartbeating():
                 return metrics.check_done(await run_tsc(sandbox))
@@ -153,7 +146,7 @@ async def request_routes(sandbox: Sandbox, routes: list[str]) -> CheckResult:
             reason="the run changed no route",
             log_offset=offset,
         )
-    base = sandbox.preview_url(PREVIEW_PORT)
+    base = sandbox.preview_url(preview_port())
     issues: list[CheckIssue] = []
     # Redirects by hand: a model-written route must not make the worker (root, host network)
     # request another address, such as a cloud metadata service or Temporal.

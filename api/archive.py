@@ -10,8 +10,8 @@ import zipfile
 from collections.abc import Iterator
 from pathlib import Path
 
+from sandboxes.manifest import template_source
 from sandboxes.snapshot import WorkspaceSnapshot
-from sandboxes.template import template_source
 
 SKIPPED_DIRS = {"node_modules", ".next", ".git"}
 BUILD_ONLY = {"template.json", "e2b.toml", "e2b.Dockerfile", "compile_page.sh"}
