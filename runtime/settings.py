@@ -147,7 +147,7 @@ class Settings(BaseSettings):
         ge=1,
         description=(
             "Local sandboxes one host runs at once, warm ones included. Past it a new run "
-            "waits, with the progress line \"Waiting for a free sandbox\", until one stops or "
+            'waits, with the progress line "Waiting for a free sandbox", until one stops or '
             "hibernates."
         ),
     )
