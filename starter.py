@@ -130,6 +130,8 @@ def _print_outcome(
     else:
         print(f"✘ {outcome.content}")
     print(f"Project:  {project_id}")
+    if settings.qai_public_url:  # the web UI where users reach it
+        print(f"Open:     {settings.qai_public_url}/projects/{project_id}")
     print(f"Run:      {ui_link(settings, outcome.workflow_id)}")
 
 
