@@ -251,12 +251,12 @@ print(json.dumps({
 """
 
 
-async def test_a_seccomp_filter_closes_the_kernel_surface_and_cpu_is_capped(
+async def test_a_user_namespace_and_a_seccomp_filter_and_the_cpu_is_capped(
     make_backend: Callable[..., LocalBackend],
 ) -> None:
-    """One sandbox held to a twentieth of a CPU: the filter is installed and refuses (EPERM) what an
-    escape would use, while ordinary work (threads, forks, node) still runs; a busy loop is
-    throttled by its cgroup."""
+    """One sandbox held to a twentieth of a CPU: its user is mapped to an unused host uid, the
+    filter is installed and refuses (EPERM) what an escape would use while ordinary work
+    (threads, forks) still runs, and a busy loop is throttled by its cgroup."""
     import errno
     import json
 
@@ -271,6 +271,16 @@ async def test_a_seccomp_filter_closes_the_kernel_surface_and_cpu_is_capped(
         assert "Seccomp:\t2" in found.pop("status")  # a filter is installed
         for name, (rc, err) in found.items():
             assert (rc, err) == (-1, errno.EPERM), (name, rc, err)
+        # The sandbox user is mapped through a user namespace: uid 1000 inside is host uid
+        # 201000, its root host uid 200000; neither is anyone on the host.
+        uid_map = (await run_ok(sbx, "cat /proc/self/uid_map")).split()
+        assert uid_map == ["0", "200000", "65536"]
+        assert (await run_ok(sbx, "id -u; echo x > mine.txt")).strip() == "1000"
+        layout = Layout(backend.root / sbx.sandbox_id)
+        mine = (layout.disk / "upper" / "mine.txt").stat()
+        assert (mine.st_uid, mine.st_gid) == (201_000, 201_000)
+        fds = (await run_ok(sbx, "ls /proc/self/fd")).split()
+        assert len(fds) <= 5, fds  # stdio and the listing's own: nothing of the supervisor's
         threads = (
             "python3 -c 'import threading; "
             "t = threading.Thread(target=print, args=(1,)); t.start(); t.join()'"
@@ -278,7 +288,7 @@ async def test_a_seccomp_filter_closes_the_kernel_surface_and_cpu_is_capped(
         assert (await run_ok(sbx, threads)).strip() == "1"
         assert (await run_ok(sbx, "sh -c 'echo $(echo forked)'")).strip() == "forked"
 
-        groups = SandboxCgroups(cgroup_name(Layout(backend.root / sbx.sandbox_id)))
+        groups = SandboxCgroups(cgroup_name(layout))
         before = groups.cpu_stat()
         assert before, "no cpu controller for the sandbox"
         busy = (
