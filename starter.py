@@ -65,6 +65,8 @@ class Progress:
         progress = waiting.progress
         if waiting.no_worker and (progress is None or progress.iteration == 0):
             text = waiting.no_worker
+        elif progress is not None and progress.phase == "waiting":
+            text = "waiting for a free sandbox (this host runs as many as it may)"
         elif progress is None or progress.iteration == 0:
             text = f"waiting for the agent ({progress.phase if progress else 'queued'})"
         else:
