@@ -126,6 +126,10 @@ async def test_a_cookie_session_needs_its_csrf_token_expires_and_logout_revokes_
         async with httpx.AsyncClient(base_url=url, timeout=30, headers=other) as program:
             assert (await program.post("/api/projects", json=PROMPT)).status_code == 201
 
+        # Logging in again from a logged-in browser needs no CSRF token (Origin guards it).
+        assert (await http.post("/login", data={"token": "s3cret"})).status_code == 303
+        http.cookies.set("qai_session", session)
+
         # Logging out without the token is refused; with it, the session ends for good.
         assert (await http.post("/logout")).status_code == 403
         out = await http.post("/logout", data={"csrf_token": token.group(1)})
