@@ -14,8 +14,7 @@ from urllib.parse import urlsplit
 from starlette.types import ASGIApp, Receive, Scope, Send
 
 SAFE_METHODS = {"GET", "HEAD", "OPTIONS"}
-LOOPBACK_NAMES = frozenset({"localhost", "127.0.0.1", "::1"})
-OPEN_PATHS = ("/metrics", "/healthz")
+OPEN_PATHS = frozenset({"/metrics", "/healthz"})
 """Read by scrapers and probes under an internal name (`api:8000`, a pod IP); they hold no data
 of any project."""
 SECURITY_HEADERS = [
@@ -47,7 +46,7 @@ class SiteGuardMiddleware:
         headers = {k.decode("latin-1"): v.decode("latin-1") for k, v in scope["headers"]}
         host = headers.get("host", "")
         path: str = scope["path"]
-        if not path.startswith(OPEN_PATHS) and host_name(host) not in self.allowed_hosts:
+        if path not in OPEN_PATHS and host_name(host) not in self.allowed_hosts:
             await _refuse(send, 421, "this server does not answer to that host name")
             return
         if scope["method"] not in SAFE_METHODS and self._cross_site(headers, host):
