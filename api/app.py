@@ -39,8 +39,11 @@ def create_app(context: ApiContext) -> FastAPI:
     async def require_token(
         request: Request, call_next: Callable[[Request], Awaitable[Response]]
     ) -> Response:
+        path = request.url.path
+        if path.startswith(("/static/", f"{ASSETS}/")) or path in {"/metrics", "/healthz"}:
+            return await call_next(request)  # public files and probes: no session lookup
         identity = await auth.identify(request)
-        if identity is None and request.url.path.startswith(("/api", "/ui/")):
+        if identity is None and path.startswith(("/api", "/ui/")):
             if request.headers.get("authorization"):  # a wrong token: slow the guessing down
                 refused = auth.wrong_token_refusal(request)
                 if refused is not None:
