@@ -247,3 +247,18 @@ def test_the_limiter_forgets_idle_clients() -> None:
     assert len(limiter) <= 100
     limiter.retry_after("late", now=10_000.0)
     assert len(limiter) == 1
+
+
+async def test_the_cookie_is_secure_behind_a_trusted_tls_proxy_only(
+    workflow_env: WorkflowEnvironment, database_url: str, clean_db: Database
+) -> None:
+    forwarded = {"X-Forwarded-Proto": "https"}
+    for proxies, secure in (("", False), ("127.0.0.1", True)):
+        settings = {"qai_api_token": "s3cret", "qai_trusted_proxies": proxies}
+        async with (
+            _serve(workflow_env, database_url, **settings) as url,
+            httpx.AsyncClient(base_url=url, timeout=30) as http,
+        ):
+            login = await http.post("/login", data={"token": "s3cret"}, headers=forwarded)
+            assert login.status_code == 303
+            assert ("Secure" in login.headers["set-cookie"]) is secure, proxies
