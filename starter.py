@@ -79,6 +79,8 @@ class Progress:
         progress = waiting.progress
         if waiting.no_worker and (progress is None or progress.iteration == 0):
             text = waiting.no_worker
+        elif progress is not None and progress.phase == "waiting":
+            text = "waiting for a free sandbox (this host runs as many as it may)"
         elif progress is None or progress.iteration == 0:
             text = f"waiting for the agent ({progress.phase if progress else 'queued'})"
         else:
@@ -144,6 +146,8 @@ def _print_outcome(
     else:
         print(f"✘ {outcome.content}")
     print(f"Project:  {project_id}")
+    if settings.qai_public_url:  # the web UI where users reach it
+        print(f"Open:     {settings.qai_public_url}/projects/{project_id}")
     print(f"Run:      {ui_link(settings, outcome.workflow_id)}")
     usage = message_usage(reply, Prices.of(settings)) if reply is not None else None
     if usage is not None:

@@ -7,6 +7,9 @@ requested). A check that cannot run is `skipped` with its reason; it never fails
 
 from __future__ import annotations
 
+import asyncio
+from urllib.parse import urljoin, urlsplit
+
 import httpx
 from temporalio import activity
 
@@ -32,7 +35,12 @@ from sandboxes.base import CommandFailedError, Sandbox, SandboxError, SandboxNot
 from storage import snapshots
 
 ROUTE_TIMEOUT_SECONDS = 120.0
-"""A route's first request compiles it: seconds on a fresh dev server."""
+"""A route's first request compiles it: seconds on a fresh dev server. Bounds the whole request
+(connect, headers, body, redirects), not each read: a route that drips bytes is cut too."""
+ROUTE_MAX_BODY_BYTES = 5 * 1024 * 1024
+"""A page's HTML is read up to here (enough to find Next.js's error page); more is cut."""
+ROUTE_MAX_REDIRECTS = 5
+"""Redirects followed within the preview's own origin; one to anywhere else is never followed."""
 SOURCE_SUFFIXES = (".tsx", ".ts", ".jsx", ".js", ".mdx", ".css")
 
 
@@ -140,29 +148,64 @@ async def request_routes(sandbox: Sandbox, routes: list[str]) -> CheckResult:
         )
     base = sandbox.preview_url(preview_port())
     issues: list[CheckIssue] = []
-    async with httpx.AsyncClient(timeout=ROUTE_TIMEOUT_SECONDS, follow_redirects=True) as client:
+    # Redirects by hand: a model-written route must not make the worker (root, host network)
+    # request another address, such as a cloud metadata service or Temporal.
+    async with httpx.AsyncClient(timeout=ROUTE_TIMEOUT_SECONDS, follow_redirects=False) as client:
         for route in routes:
             try:
                 # The first answer may come from a compile that began before the run's last
                 # write (the warm-up's, say); the second shows the files as they are.
-                await client.get(base + route)
-                response = await client.get(base + route)
-            except httpx.HTTPError as error:
+                async with asyncio.timeout(ROUTE_TIMEOUT_SECONDS):
+                    await _get_route(client, base, route)
+                async with asyncio.timeout(ROUTE_TIMEOUT_SECONDS):
+                    status, body, problem = await _get_route(client, base, route)
+            except (httpx.HTTPError, TimeoutError) as error:
                 what = (
                     f"did not answer within {ROUTE_TIMEOUT_SECONDS:g} s"
-                    if isinstance(error, httpx.TimeoutException)
+                    if isinstance(error, httpx.TimeoutException | TimeoutError)
                     else "could not be reached"
                 )
                 issues.append(CheckIssue(check="routes", message=f"GET {route} {what}"))
                 continue
-            if response.status_code != 200:
-                message = f"GET {route} answered {response.status_code}"
+            if problem:
+                issues.append(CheckIssue(check="routes", message=f"GET {route} {problem}"))
+            elif status != 200:
+                message = f"GET {route} answered {status}"
                 issues.append(CheckIssue(check="routes", message=message))
-            elif NEXT_ERROR_MARKER in response.text:
+            elif NEXT_ERROR_MARKER in body:
                 message = f"GET {route} rendered Next.js's error page"
                 issues.append(CheckIssue(check="routes", message=message))
     status = CheckStatus.FAILED if issues else CheckStatus.PASSED
     return CheckResult(name="routes", status=status, issues=bounded(issues), log_offset=offset)
+
+
+def _origin(url: str) -> tuple[str, str, int | None]:
+    parts = urlsplit(url)
+    default = {"http": 80, "https": 443}.get(parts.scheme)
+    return parts.scheme, (parts.hostname or "").lower(), parts.port or default
+
+
+async def _get_route(
+    client: httpx.AsyncClient, base: str, route: str
+) -> tuple[int, str, str | None]:
+    """(status, body read up to the cap, problem): redirects followed only within the origin."""
+    url = base + route
+    for _ in range(ROUTE_MAX_REDIRECTS + 1):
+        async with client.stream("GET", url) as response:
+            if response.is_redirect:
+                target = urljoin(url, response.headers.get("location", ""))
+                if _origin(target) != _origin(base):
+                    return response.status_code, "", "redirected away from the preview"
+                url = target
+                continue
+            body = bytearray()
+            async for chunk in response.aiter_bytes():
+                body += chunk
+                if len(body) > ROUTE_MAX_BODY_BYTES:
+                    limit = ROUTE_MAX_BODY_BYTES // (1024 * 1024)
+                    return response.status_code, "", f"sent a body larger than {limit} MB"
+            return response.status_code, body.decode("utf-8", "replace"), None
+    return 0, "", f"redirected more than {ROUTE_MAX_REDIRECTS} times"
 
 
 async def read_server_log(sandbox: Sandbox, since: int) -> CheckResult:

@@ -11,6 +11,7 @@ from functools import cache
 
 from temporalio import activity
 
+from activities.events import run_phase
 from activities.heartbeat import heartbeating
 from activities.services import Services
 from agent.tools import bound
@@ -25,6 +26,34 @@ from storage import previews, snapshots
 
 REQUEST_KEY = "qai_request"
 """Sandbox metadata naming the activity execution that created it, so a retry can find it."""
+
+
+class WaitProgress:
+    """The run's progress line while its new sandbox waits for room on this host (phase
+    `waiting`), and back to `sandbox` once it got some."""
+
+    def __init__(self, services: Services, run_id: uuid.UUID) -> None:
+        self._services = services
+        self._run_id = run_id
+        self._reports = 0
+
+    async def __call__(self, words: str) -> None:
+        activity.logger.info(words)
+        await self._phase("waiting")
+
+    async def done(self) -> None:
+        if self._reports:
+            await self._phase("sandbox")
+
+    async def _phase(self, phase: str) -> None:
+        self._reports += 1
+        await run_phase(
+            self._services.db,
+            self._run_id,
+            phase,
+            max_iterations=self._services.settings.qai_max_iterations,
+            key=f"{phase}:{activity.info().activity_id}:{self._reports}",
+        )
 
 
 @cache
@@ -83,11 +112,16 @@ class SandboxService:
                 activity.logger.info("sandbox expired; creating a new one")
         sandbox = await self._created_earlier(request)
         if sandbox is None:
+            run_id = metadata.get("run_id")
+            progress = None if run_id is None else WaitProgress(self._services, uuid.UUID(run_id))
             async with heartbeating(), metrics.timed(metrics.SANDBOX_CREATE_SECONDS):
                 sandbox = await backend.create(
                     timeout=timeout,
                     metadata={"project_id": str(project_id), **metadata, REQUEST_KEY: request},
+                    on_wait=progress,
                 )
+            if progress is not None:
+                await progress.done()
         return sandbox, True
 
     async def _created_earlier(self, request: str) -> Sandbox | None:

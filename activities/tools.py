@@ -70,13 +70,22 @@ class ToolActivities:
                         settings.qai_context_tokens, settings.qai_output_tokens
                     ),
                 )
-                snapshot = await sandbox.snapshot(await backend.template_index())
+                snapshot = await sandbox.snapshot(
+                    await backend.template_index(), settings.qai_snapshot_max_bytes
+                )
         except SandboxError as error:
             metrics.tool_call(name, KNOWN_TOOLS, "error")
             raise sandbox_failure(error, f"running {name}") from error
         metrics.tool_call(name, KNOWN_TOOLS, "ok" if outcome.ok else "failed")
         metrics.edits_done(outcome.edits_applied, outcome.edits_refused)
         content = outcome.content
+        notice = (
+            snapshot.cap_notice(self._services.settings.qai_snapshot_max_bytes)
+            if snapshot
+            else None
+        )
+        if notice:
+            content = f"{content}\n\n{notice}"
         if input.restarted:
             content = f"{input.restarted}\n\n{content}"
 

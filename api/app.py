@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import Awaitable, Callable
 
 from fastapi import FastAPI, Request, Response
@@ -12,6 +13,7 @@ from swagger_ui_bundle import swagger_ui_path
 
 from api import auth, errors
 from api.context import ApiContext
+from api.guard import SiteGuardMiddleware
 from api.limits import BodyLimitMiddleware
 from api.routes import fragments, git, health, projects
 from api.templating import STATIC
@@ -37,14 +39,33 @@ def create_app(context: ApiContext) -> FastAPI:
     async def require_token(
         request: Request, call_next: Callable[[Request], Awaitable[Response]]
     ) -> Response:
-        if request.url.path.startswith(("/api", "/ui/")) and not auth.authorized(request):
+        path = request.url.path
+        if path.startswith(("/static/", f"{ASSETS}/")) or path in {"/metrics", "/healthz"}:
+            return await call_next(request)  # public files and probes: no session lookup
+        identity = await auth.identify(request)
+        if identity is None and path.startswith(("/api", "/ui/")):
+            if request.headers.get("authorization"):  # a wrong token: slow the guessing down
+                refused = auth.wrong_token_refusal(request)
+                if refused is not None:
+                    return refused
+                await asyncio.sleep(auth.WRONG_TOKEN_DELAY_SECONDS)
             return auth.unauthorized()
-        if request.url.path.startswith(git.PREFIX) and not auth.git_authorized(request):
+        if path.startswith(git.PREFIX) and not auth.git_authorized(request):
             return auth.git_unauthorized()
+        if identity is not None and not await auth.csrf_ok(request, identity):
+            return auth.forbidden_without_csrf()
         return await call_next(request)
 
     app.add_middleware(BodyLimitMiddleware)
-    app.add_middleware(RequestMetricsMiddleware)  # outermost: sees 401s and 413s too
+    # Host and Origin before anything reads a body or the database (this app's routes and any
+    # added later alike), with anti-framing headers on every answer.
+    settings = context.settings
+    app.add_middleware(
+        SiteGuardMiddleware,
+        allowed_hosts=settings.allowed_hosts,
+        public_origin=settings.qai_public_url,
+    )
+    app.add_middleware(RequestMetricsMiddleware)  # outermost: sees 401s, 413s and 421s too
     app.add_route("/metrics", metrics_route, include_in_schema=False)  # no token: Prometheus
     app.include_router(projects.router)
     app.include_router(fragments.router)

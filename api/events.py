@@ -5,6 +5,10 @@ arrives and handed to every subscriber of its project. A subscriber tracks the l
 sent: anything older is skipped (no duplicates), and a gap (a notification lost while the
 listener reconnected) is filled from the table before going on (no loss). `Last-Event-ID` is
 the same number, so a reconnecting client resumes exactly where it stopped.
+
+Memory stays bounded per client: each subscriber's queue holds at most QUEUE_SIZE events, and a
+client too slow to take them is dropped (its stream ends; EventSource reconnects with
+`Last-Event-ID` and reads the rest from the table). History is read and sent a page at a time.
 """
 
 from __future__ import annotations
@@ -28,6 +32,10 @@ log = get_logger("qai.api.events")
 
 HEARTBEAT_SECONDS = 15.0
 RECONNECT_SECONDS = 1.0
+QUEUE_SIZE = 1000
+"""Events waiting for one client; past it, the client is dropped and resumes from the table."""
+PAGE_SIZE = 1000
+"""Events read from the table at a time (a long history is never held whole)."""
 
 RESYNC = object()
 """Put on every queue when the listener reconnects: subscribers re-read from the table."""
@@ -39,13 +47,39 @@ def sse_frame(row: EventRow) -> str:
     return f"id: {row.seq}\nevent: {row.kind}\ndata: {data}\n\n"
 
 
+class Subscriber:
+    """One client's queue; `dropped` once it fell QUEUE_SIZE events behind."""
+
+    def __init__(self, size: int) -> None:
+        self.queue: asyncio.Queue[Any] = asyncio.Queue(maxsize=size)
+        self.dropped = False
+
+    def offer(self, item: object) -> bool:
+        """Queue `item`; False (and dropped) when the client is too far behind."""
+        if self.dropped:
+            return False
+        try:
+            self.queue.put_nowait(item)
+        except asyncio.QueueFull:
+            self.dropped = True
+            return False
+        return True
+
+
 class EventHub:
     """Owns the LISTEN connection and the subscribers' queues."""
 
-    def __init__(self, db: Database, *, heartbeat_seconds: float = HEARTBEAT_SECONDS) -> None:
+    def __init__(
+        self,
+        db: Database,
+        *,
+        heartbeat_seconds: float = HEARTBEAT_SECONDS,
+        queue_size: int = QUEUE_SIZE,
+    ) -> None:
         self._db = db
         self.heartbeat_seconds = heartbeat_seconds
-        self._subscribers: dict[uuid.UUID, set[asyncio.Queue[Any]]] = {}
+        self.queue_size = queue_size
+        self._subscribers: dict[uuid.UUID, set[Subscriber]] = {}
         self._connection: asyncpg.Connection | None = None
         self._task: asyncio.Task[None] | None = None
         self._lost = asyncio.Event()
@@ -112,58 +146,71 @@ class EventHub:
                 continue
             if row is None:  # the project was deleted meanwhile
                 continue
-            for queue in list(self._subscribers.get(project_id, ())):
-                queue.put_nowait(row)
+            self.fan_out(project_id, row)
+
+    def fan_out(self, project_id: uuid.UUID, item: object) -> None:
+        """Hand `item` to the project's subscribers; one too far behind is let go."""
+        for subscriber in list(self._subscribers.get(project_id, ())):
+            if not subscriber.offer(item):
+                self._forget(project_id, subscriber)
 
     def _broadcast(self, item: object) -> None:
-        for queues in self._subscribers.values():
-            for queue in queues:
-                queue.put_nowait(item)
+        for project_id in list(self._subscribers):
+            self.fan_out(project_id, item)
+
+    def _forget(self, project_id: uuid.UUID, subscriber: Subscriber) -> None:
+        subscribers = self._subscribers.get(project_id)
+        if subscribers is not None:
+            subscribers.discard(subscriber)
+            if not subscribers:
+                del self._subscribers[project_id]
+
+    def subscribers(self, project_id: uuid.UUID) -> int:
+        return len(self._subscribers.get(project_id, ()))
 
     @contextlib.asynccontextmanager
-    async def subscribe(self, project_id: uuid.UUID) -> AsyncIterator[asyncio.Queue[Any]]:
-        queue: asyncio.Queue[Any] = asyncio.Queue()
-        self._subscribers.setdefault(project_id, set()).add(queue)
+    async def subscribe(self, project_id: uuid.UUID) -> AsyncIterator[Subscriber]:
+        subscriber = Subscriber(self.queue_size)
+        self._subscribers.setdefault(project_id, set()).add(subscriber)
         metrics.SSE_CLIENTS.inc()
         try:
-            yield queue
+            yield subscriber
         finally:
             metrics.SSE_CLIENTS.dec()
-            queues = self._subscribers.get(project_id)
-            if queues is not None:
-                queues.discard(queue)
-                if not queues:
-                    del self._subscribers[project_id]
+            self._forget(project_id, subscriber)
 
     async def stream(self, project_id: uuid.UUID, last_seen: int) -> AsyncIterator[str]:
         """Every event after `last_seen`, then live ones, with comment heartbeats."""
-        async with self.subscribe(project_id) as queue:  # before reading: nothing slips between
-            last = last_seen
-            backlog, last = await self._read_after(project_id, last)
-            for frame in backlog:
+        async with self.subscribe(project_id) as subscriber:  # before reading: nothing slips
+            position = [last_seen]
+            async for frame in self._read_after(project_id, position):
                 yield frame
+            queue = subscriber.queue
             while True:
+                if subscriber.dropped and queue.empty():
+                    log.info("slow event client dropped", project_id=str(project_id))
+                    return  # the client reconnects with Last-Event-ID
                 try:
                     item = await asyncio.wait_for(queue.get(), self.heartbeat_seconds)
                 except TimeoutError:
                     yield ": keep-alive\n\n"
                     continue
+                last = position[0]
                 if item is RESYNC or (isinstance(item, EventRow) and item.seq > last + 1):
-                    frames, last = await self._read_after(project_id, last)
-                    for frame in frames:
+                    async for frame in self._read_after(project_id, position):
                         yield frame
                     continue
                 if isinstance(item, EventRow) and item.seq == last + 1:
-                    last = item.seq
+                    position[0] = item.seq
                     yield sse_frame(item)
 
-    async def _read_after(self, project_id: uuid.UUID, last: int) -> tuple[list[str], int]:
-        frames: list[str] = []
+    async def _read_after(self, project_id: uuid.UUID, position: list[int]) -> AsyncIterator[str]:
+        """Frames of the events after `position[0]`, a page at a time; advances `position`."""
         while True:
             async with self._db.session() as session:
-                rows = await events.after(session, project_id, last)
+                rows = await events.after(session, project_id, position[0], limit=PAGE_SIZE)
             for row in rows:
-                frames.append(sse_frame(row))
-                last = row.seq
-            if len(rows) < 1000:
-                return frames, last
+                position[0] = row.seq
+                yield sse_frame(row)
+            if len(rows) < PAGE_SIZE:
+                return

@@ -14,7 +14,7 @@ from temporalio.client import Client
 from api.app import create_app
 from api.context import ApiContext
 from api.events import EventHub
-from api.limits import RateLimiter
+from api.limits import RateLimiter, StreamSlots
 from runtime.settings import Settings
 from storage.db import Database
 
@@ -65,12 +65,24 @@ async def running_api(
         else EventHub(db, heartbeat_seconds=heartbeat_seconds)
     )
     await hub.start()
-    limit, period = settings.rate_limit
-    context = ApiContext(settings, db, temporal, hub, RateLimiter(limit, period))
+    context = ApiContext(
+        settings,
+        db,
+        temporal,
+        hub,
+        RateLimiter(*settings.rate_limit),
+        actions=RateLimiter(*settings.action_rate_limit),
+        streams=StreamSlots(settings.qai_sse_max_per_client, settings.qai_sse_max),
+    )
+    proxies = settings.trusted_proxies
     config = uvicorn.Config(
         create_app(context),
         host=settings.qai_api_host,
         port=settings.qai_api_port,
+        # X-Forwarded-For/-Proto count only from QAI_TRUSTED_PROXIES (uvicorn's default would
+        # believe any loopback peer, which lets a local client pick its rate-limit bucket).
+        proxy_headers=bool(proxies),
+        forwarded_allow_ips=proxies or None,
         log_level="warning",
         lifespan="off",
         timeout_graceful_shutdown=1,

@@ -18,6 +18,7 @@ STATIC = HERE / "static"
 PHASES = {
     "starting": "Starting",
     "sandbox": "Preparing the sandbox",
+    "waiting": "Waiting for a free sandbox",
     "thinking": "Thinking",
     "tool": "Running a tool",
     "verifying": "Checking the app",

@@ -102,7 +102,13 @@ async def main() -> None:
         await upgrade(url)
         db = Database(url, pool_size=10)
         project = await seed(db)
-        settings = Settings(_env_file=None, qai_api_port=0)  # type: ignore[call-arg]
+        # All clients come from one address: let it hold them all, and open them all.
+        settings = Settings(  # type: ignore[call-arg]
+            _env_file=None,
+            qai_api_port=0,
+            qai_sse_max_per_client=CLIENTS + 5,
+            qai_action_rate_limit="1000/minute",
+        )
         async with (
             running_api(settings, url, env.client) as base,
             httpx.AsyncClient(

@@ -30,6 +30,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from runtime.settings import SandboxNetwork, Settings
 from sandboxes.local.backend import LocalBackend
+from sandboxes.local.layout import HOST_SANDBOX_GID, HOST_SANDBOX_UID
 from sandboxes.local.pool import WarmPool
 from sandboxes.local.templates import LocalTemplate, built_template
 
@@ -37,7 +38,7 @@ from sandboxes.local.templates import LocalTemplate, built_template
 def static_template(directory: Path) -> LocalTemplate:
     (directory / "index.html").write_text("<h1>static</h1>\n")
     for path in (directory, directory / "index.html"):
-        os.chown(path, 1000, 1000)
+        os.chown(path, HOST_SANDBOX_UID, HOST_SANDBOX_GID)  # the sandbox user, as the host sees it
     start = "exec python3 -m http.server 3000 --bind 127.0.0.1"
     return LocalTemplate(name="static", directory=directory, start_cmd=start, port=3000)
 

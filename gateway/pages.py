@@ -60,3 +60,11 @@ def not_found(what: str) -> bytes:
 def bad_request(what: str) -> bytes:
     body = _PAGE.format(refresh="", title="Bad request", spinner="", text=escape(what))
     return _response("400 Bad Request", body, [])
+
+
+def busy() -> bytes:
+    """503 when the gateway holds as many connections as it may."""
+    body = _PAGE.format(
+        refresh="", title="Too busy", spinner="", text="Too many connections; try again shortly."
+    )
+    return _response("503 Service Unavailable", body, ["Retry-After: 5"])

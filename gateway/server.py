@@ -42,7 +42,6 @@ log = get_logger("qai.gateway")
 
 HOP_HEADER = b"x-qai-gateway-hop"
 MAX_HEAD = 64 * 1024
-HEAD_TIMEOUT = 30.0
 CONNECT_TIMEOUT = 5.0
 WAKE_AGAIN_SECONDS = 10.0
 """A project is signalled at most this often while its preview starts."""
@@ -53,6 +52,14 @@ async def count_previews(db: Database, host_id: str) -> None:
     async with db.session() as session:
         states = await previews.count_by_state(session, host_id)
     metrics.SANDBOXES.labels("hibernated").set(states.get(previews.PreviewState.HIBERNATED, 0))
+
+
+def own_names(settings: Settings) -> frozenset[str]:
+    """`Host` values that name this gateway itself (where its /metrics is served): loopback or
+    QAI_HOST_ADDRESS, with its port. A preview ingress's names (`x.preview.example.com`) never."""
+    ports = {str(settings.qai_preview_port), settings.host_address.rpartition(":")[2]}
+    names = {"127.0.0.1", "localhost", "[::1]", settings.host_address.rpartition(":")[0]}
+    return frozenset(f"{name.lower()}:{port}" for name in names for port in ports)
 
 
 def _metrics_response(body: bytes) -> bytes:
@@ -192,8 +199,14 @@ class PreviewGateway:
         self.traffic = Traffic(db, interval=min(max(idle / 4, 0.5), 10.0) if idle else 10.0)
         self._woken: dict[uuid.UUID, float] = {}
         self._open: set[asyncio.StreamWriter] = set()
+        self._own_names = own_names(settings)
 
     async def handle(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        if len(self._open) >= self._settings.qai_gateway_max_connections:
+            # Slowloris, or a flood: refuse at once rather than hold one more socket.
+            await _answer(writer, pages.busy())
+            writer.close()
+            return
         self._open.add(writer)
         try:
             await self._serve(reader, writer)
@@ -210,14 +223,18 @@ class PreviewGateway:
 
     async def _serve(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         try:
-            raw = await asyncio.wait_for(reader.readuntil(b"\r\n\r\n"), HEAD_TIMEOUT)
+            # The whole head within the timeout, however slowly its bytes come (slowloris).
+            raw = await asyncio.wait_for(
+                reader.readuntil(b"\r\n\r\n"), self._settings.qai_gateway_head_timeout
+            )
         except (asyncio.LimitOverrunError, asyncio.IncompleteReadError, TimeoutError):
             return
         head = RequestHead.parse(raw)
         host = (head.header(b"host") or b"").decode("latin-1")
         project_id = project_from_host(self._pattern, host)
         watch = metrics.Stopwatch()
-        if project_id is None and head.lines[0].split(b" ")[1:2] == [b"/metrics"]:
+        own = host.strip().lower() in self._own_names
+        if own and head.lines[0].split(b" ")[1:2] == [b"/metrics"]:
             await metrics.refreshed(lambda: count_previews(self._db, self._host_id))
             await _answer(writer, _metrics_response(await metrics.metrics_text()))
             return

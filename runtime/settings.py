@@ -8,6 +8,7 @@ and the `# Heading` comment above its group make docs/configuration.md, which
 from __future__ import annotations
 
 import hashlib
+import ipaddress
 import re
 import socket
 import sys
@@ -15,6 +16,7 @@ from decimal import Decimal
 from enum import StrEnum
 from functools import lru_cache
 from pathlib import Path
+from urllib.parse import urlsplit
 
 from pydantic import Field, SecretStr, ValidationError, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
@@ -149,6 +151,34 @@ class Settings(BaseSettings):
     qai_sandbox_disk_mb: int = Field(
         default=2048, ge=64, description="Writable space per local sandbox, in MB."
     )
+    qai_sandbox_cpus: float = Field(
+        default=2.0,
+        gt=0,
+        le=256,
+        description=(
+            "CPU time per local sandbox, in CPUs (cgroup `cpu.max`, or `cpu.cfs_quota_us` on "
+            "cgroup v1; `0.5` is half a core)."
+        ),
+    )
+    qai_snapshot_max_bytes: int = Field(
+        default=50_000_000,
+        ge=1_000_000,
+        description=(
+            "Total bytes of files a workspace snapshot (a saved version) holds; each file is "
+            "capped at 5 MiB too. Past it, the package files are kept first, then source and "
+            "text files, then the rest, smallest first within each; the tool result tells the "
+            "model plainly which files were not saved."
+        ),
+    )
+    qai_sandbox_max_live: int = Field(
+        default=16,
+        ge=1,
+        description=(
+            "Local sandboxes one host runs at once, warm ones included. Past it a new run "
+            'waits, with the progress line "Waiting for a free sandbox", until one stops or '
+            "hibernates."
+        ),
+    )
     qai_sandbox_pool_size: int = Field(
         default=1,
         ge=0,
@@ -183,8 +213,27 @@ class Settings(BaseSettings):
         default=None,
         description=(
             "Public form of preview URLs, with `{project_id}` (e.g. "
-            "`https://{project_id}.preview.example.com`). Unset: "
+            "`https://{project_id}.qai-preview.net`: a registrable domain apart from the UI's, "
+            "see docs/security.md). Unset: "
             "`http://{project_id}.preview.localhost:<QAI_PREVIEW_PORT>`."
+        ),
+    )
+    qai_gateway_head_timeout: float = Field(
+        default=10.0,
+        gt=0,
+        le=120,
+        description=(
+            "Seconds a preview connection has to send its whole first request head "
+            "(slowloris); then it is closed."
+        ),
+    )
+    qai_gateway_max_connections: int = Field(
+        default=2000,
+        ge=1,
+        description=(
+            "Open connections the preview gateway holds; past it, new ones get 503. Its own "
+            "`/metrics` answers only under its own address (`127.0.0.1:<port>`, "
+            "`QAI_HOST_ADDRESS`), never under a preview's name."
         ),
     )
     qai_preview_idle_seconds: int = Field(
@@ -229,6 +278,41 @@ class Settings(BaseSettings):
             "Message submissions per client (`N/second`, `N/minute` or `N/hour`); past it, 429 "
             "with `Retry-After`."
         ),
+    )
+    qai_action_rate_limit: str = Field(
+        default="120/minute",
+        description=(
+            "Other costly requests per client (restore, cancel, delete, archive, opening the "
+            "event stream, `/login`), like `QAI_RATE_LIMIT`. A client is the token's identity "
+            "when the request has the token, else its address."
+        ),
+    )
+    qai_public_url: str | None = Field(
+        default=None,
+        description=(
+            "Address users reach the API and UI at (`https://qai.example.com`). Its host name is "
+            "accepted besides `localhost`, `127.0.0.1` and `::1` (any other `Host` gets 421); "
+            "`https` there makes the session cookie `Secure`."
+        ),
+    )
+    qai_trusted_proxies: str = Field(
+        default="",
+        description=(
+            "Comma-separated addresses or networks of reverse proxies whose `X-Forwarded-For` "
+            "and `X-Forwarded-Proto` are believed. Empty: none (the peer is the client)."
+        ),
+    )
+    qai_session_hours: float = Field(
+        default=12.0,
+        gt=0,
+        le=24 * 90,
+        description="Hours a browser login lasts; logging out revokes it at once.",
+    )
+    qai_sse_max_per_client: int = Field(
+        default=20, ge=1, description="Open event streams per client; past it, 429."
+    )
+    qai_sse_max: int = Field(
+        default=1000, ge=1, description="Open event streams per API process; past it, 429."
     )
 
     # Git
@@ -303,7 +387,7 @@ class Settings(BaseSettings):
             raise ValueError("must be a postgresql:// URL")
         return value
 
-    @field_validator("qai_rate_limit")
+    @field_validator("qai_rate_limit", "qai_action_rate_limit")
     @classmethod
     def _rate(cls, value: str) -> str:
         count, sep, unit = value.strip().partition("/")
@@ -316,8 +400,47 @@ class Settings(BaseSettings):
     @property
     def rate_limit(self) -> tuple[int, float]:
         """QAI_RATE_LIMIT as (requests, seconds)."""
-        count, _, unit = self.qai_rate_limit.partition("/")
-        return int(count), {"second": 1.0, "minute": 60.0, "hour": 3600.0}[unit]
+        return _rate_of(self.qai_rate_limit)
+
+    @property
+    def action_rate_limit(self) -> tuple[int, float]:
+        return _rate_of(self.qai_action_rate_limit)
+
+    @field_validator("qai_public_url")
+    @classmethod
+    def _public_url(cls, value: str | None) -> str | None:
+        if not value:
+            return None
+        parts = urlsplit(value)
+        if parts.scheme not in {"http", "https"} or not parts.hostname:
+            raise ValueError("must be an http(s) URL such as https://qai.example.com")
+        if parts.path not in {"", "/"} or parts.query or parts.username:
+            raise ValueError("must be only scheme, host and port, such as https://qai.example.com")
+        return f"{parts.scheme}://{parts.netloc.lower()}"
+
+    @field_validator("qai_trusted_proxies")
+    @classmethod
+    def _proxies(cls, value: str) -> str:
+        for item in filter(None, (part.strip() for part in value.split(","))):
+            try:
+                ipaddress.ip_network(item, strict=False)
+            except ValueError:
+                raise ValueError(f"{item!r} is not an address or network") from None
+        return value
+
+    @property
+    def trusted_proxies(self) -> list[str]:
+        return [part.strip() for part in self.qai_trusted_proxies.split(",") if part.strip()]
+
+    @property
+    def allowed_hosts(self) -> frozenset[str]:
+        """Host names the API answers to: loopback's, QAI_PUBLIC_URL's, a named listen address."""
+        names = {"localhost", "127.0.0.1", "::1"}
+        if self.qai_public_url:
+            names.add((urlsplit(self.qai_public_url).hostname or "").lower())
+        if self.qai_api_host not in {"0.0.0.0", "::", ""}:
+            names.add(self.qai_api_host.strip("[]").lower())
+        return frozenset(names)
 
     @field_validator("qai_git_author")
     @classmethod
@@ -370,12 +493,39 @@ class Settings(BaseSettings):
         return self.qai_host_address or f"127.0.0.1:{self.qai_preview_port}"
 
 
+SECRET_WORDS = ("token", "key", "secret", "password", "credential")
+"""A setting whose name holds one of these never has its value shown."""
+_URL_PASSWORD = re.compile(r"(?P<scheme>[A-Za-z][A-Za-z0-9+.-]*://)(?P<user>[^:/@\s]*):[^@/\s]*@")
+_QUERY_SECRET = re.compile(r"(?i)(?P<name>password|passwd|pwd|token|secret|key)=[^&\s]*")
+
+
+def redacted(name: str, value: object) -> str | None:
+    """How a bad value may be shown in an error: never a secret, never a URL's password."""
+    if not isinstance(value, str | int | float) or isinstance(value, bool):
+        return None
+    if any(word in name.lower() for word in SECRET_WORDS) or name in _SECRET_FIELDS:
+        return "<hidden>"
+    text = _URL_PASSWORD.sub(r"\g<scheme>\g<user>:***@", str(value))
+    text = _QUERY_SECRET.sub(r"\g<name>=***", text)
+    return repr(text) if isinstance(value, str) else text
+
+
+_SECRET_FIELDS = {
+    name for name, field in Settings.model_fields.items() if "SecretStr" in str(field.annotation)
+}
+
+
+def _rate_of(value: str) -> tuple[int, float]:
+    count, _, unit = value.partition("/")
+    return int(count), {"second": 1.0, "minute": 60.0, "hour": 3600.0}[unit]
+
+
 def _describe(error: ValidationError) -> str:
     first = error.errors()[0]
-    name = str(first["loc"][0]).upper() if first.get("loc") else "settings"
-    value = first.get("input")
-    shown = f" (got {value!r})" if isinstance(value, str | int | float) else ""
-    return f"invalid setting {name}: {first['msg']}{shown}"
+    field = str(first["loc"][0]) if first.get("loc") else "settings"
+    shown = redacted(field, first.get("input"))
+    suffix = f" (got {shown})" if shown is not None else ""
+    return f"invalid setting {field.upper()}: {first['msg']}{suffix}"
 
 
 class SettingsError(SystemExit):

@@ -21,8 +21,10 @@ from sandboxes.snapshot import (
     HASH_COMMAND,
     LIST_COMMAND,
     MAX_FILE_BYTES,
+    MAX_SNAPSHOT_BYTES,
     WorkspaceSnapshot,
     changed_paths,
+    fit,
     parse_hashes,
     parse_listing,
 )
@@ -98,6 +100,10 @@ class SandboxUnavailableError(SandboxError):
     def __init__(self, message: str, *, retryable: bool = True) -> None:
         super().__init__(message)
         self.retryable = retryable
+
+
+WaitReporter = Callable[[str], Awaitable[None]]
+"""Told, in plain words, why a new sandbox is not starting yet (every few seconds)."""
 
 
 @dataclass(frozen=True)
@@ -246,7 +252,9 @@ class Sandbox(abc.ABC):
     @abc.abstractmethod
     async def is_running(self) -> bool: ...
 
-    async def snapshot(self, index: Mapping[str, str]) -> WorkspaceSnapshot:
+    async def snapshot(
+        self, index: Mapping[str, str], max_bytes: int = MAX_SNAPSHOT_BYTES
+    ) -> WorkspaceSnapshot:
         """What the workspace changed relative to the template whose file hashes are `index`.
 
         This generic way lists and hashes the workspace with two commands and reads the changed
@@ -256,10 +264,14 @@ class Sandbox(abc.ABC):
         hashes = parse_hashes((await self.commands.run(HASH_COMMAND, timeout=120)).stdout)
         paths, symlinks, deleted = changed_paths(index, listing, hashes)
         snapshot = WorkspaceSnapshot(symlinks=symlinks, deleted=deleted)
+        sizes = {}
         for path in paths:
             if listing[path].size > MAX_FILE_BYTES:
                 snapshot.skipped.append(path)
-                continue
+            else:
+                sizes[path] = listing[path].size
+        kept, snapshot.over_cap = fit(sizes, max_bytes)
+        for path in sorted(kept):
             snapshot.files[path] = await self.files.read(path, format="bytes")
             snapshot.modes[path] = listing[path].mode
         return snapshot
@@ -297,7 +309,10 @@ class SandboxBackend(abc.ABC):
         *,
         timeout: float | None = None,
         metadata: Mapping[str, str] | None = None,
-    ) -> Sandbox: ...
+        on_wait: WaitReporter | None = None,
+    ) -> Sandbox:
+        """A new sandbox. A backend with a cap on live sandboxes waits for room, telling
+        `on_wait` (in plain words) while it does."""
 
     @abc.abstractmethod
     async def connect(self, sandbox_id: str, *, timeout: float | None = None) -> Sandbox:

@@ -41,6 +41,7 @@ from sandboxes.base import (
     SandboxTemplateError,
     SandboxTimeoutError,
     SandboxUnavailableError,
+    WaitReporter,
     WorkspaceError,
     WriteEntry,
 )
@@ -309,6 +310,7 @@ class E2BBackend(SandboxBackend):
         *,
         timeout: float | None = None,
         metadata: Mapping[str, str] | None = None,
+        on_wait: WaitReporter | None = None,
     ) -> Sandbox:
         name = self.template_name(template)
         with mapped("create", f"template {name}"):

@@ -33,6 +33,39 @@ EXCLUDED_TOP = frozenset({".npm", ".cache", ".config", ".local", ".bash_history"
 PACKAGE_FILES = ("package.json", "package-lock.json")
 MAX_FILE_BYTES = 5 * 1024 * 1024
 """Larger files are listed as skipped rather than stored in every snapshot."""
+MAX_SNAPSHOT_BYTES = 50_000_000
+"""The default total of a snapshot's files (QAI_SNAPSHOT_MAX_BYTES)."""
+SOURCE_SUFFIXES = (
+    ".ts", ".tsx", ".js", ".jsx", ".mjs", ".cjs", ".css", ".scss", ".json", ".md", ".mdx",
+    ".html", ".svg", ".txt", ".yaml", ".yml", ".env", ".sh", ".sql", ".prisma", ".toml",
+)  # fmt: skip
+
+
+def keep_rank(path: str, size: int) -> tuple[int, int, str]:
+    """The order a snapshot over its total cap keeps files in (first kept first):
+    1. the package files (restoring needs them to install the right dependencies);
+    2. source and text files (what the user and the model wrote), smallest first;
+    3. everything else (images, fonts, data), smallest first.
+    Smallest first keeps the most files; a file that does not fit is passed over, and a later,
+    smaller one may still fit."""
+    if path in PACKAGE_FILES:
+        return 0, size, path
+    if path.endswith(SOURCE_SUFFIXES) or "." not in path.rsplit("/", 1)[-1]:
+        return 1, size, path
+    return 2, size, path
+
+
+def fit(sizes: Mapping[str, int], budget: int) -> tuple[list[str], list[str]]:
+    """(kept, left out) of the files with `sizes`, in keep order, within `budget` bytes."""
+    kept: list[str] = []
+    left_out: list[str] = []
+    for path in sorted(sizes, key=lambda p: keep_rank(p, sizes[p])):
+        if sizes[path] <= budget:
+            kept.append(path)
+            budget -= sizes[path]
+        else:
+            left_out.append(path)
+    return kept, sorted(left_out)
 
 
 def excluded(relative: str) -> bool:
@@ -59,10 +92,24 @@ class WorkspaceSnapshot:
     """Files kept out of the archive because their store holds the bytes (path -> sha256):
     a message's images, stored once, which every later snapshot of the project would repeat.
     The store puts them back into `files` when it loads the snapshot."""
+    over_cap: list[str] = field(default_factory=list)
+    """Files left out because the snapshot reached its total cap (see `keep_rank`)."""
 
     @property
     def size(self) -> int:
         return sum(len(data) for data in self.files.values())
+
+    def cap_notice(self, max_bytes: int) -> str | None:
+        """What the model is told when the workspace outgrew the snapshot cap, else None."""
+        if not self.over_cap:
+            return None
+        shown = ", ".join(self.over_cap[:10]) + (" ..." if len(self.over_cap) > 10 else "")
+        return (
+            f"Warning: the workspace's files are larger than the {max_bytes / 1e6:g} MB a saved "
+            f"version may hold, so {len(self.over_cap)} file(s) were NOT saved: {shown}. They "
+            "will be missing when this version is restored or its sandbox is replaced. Remove "
+            "large generated or binary files from /home/user, or make them smaller."
+        )
 
     def needs_install(self) -> bool:
         """True when the dependencies differ from the template's (`npm install` on restore)."""
@@ -83,7 +130,7 @@ class WorkspaceSnapshot:
     def to_archive(self) -> bytes:
         buffer = io.BytesIO()
         with tarfile.open(fileobj=buffer, mode="w:gz", compresslevel=6) as archive:
-            listed = {"deleted": self.deleted, "skipped": self.skipped}
+            listed = {"deleted": self.deleted, "skipped": self.skipped, "over_cap": self.over_cap}
             if self.elsewhere:
                 listed["elsewhere"] = self.elsewhere
             manifest = json.dumps(listed).encode()
@@ -107,6 +154,7 @@ class WorkspaceSnapshot:
                     snapshot.deleted = list(manifest["deleted"])
                     snapshot.elsewhere = dict(manifest.get("elsewhere", {}))
                     snapshot.skipped = list(manifest["skipped"])
+                    snapshot.over_cap = list(manifest.get("over_cap", []))
                 elif member.issym():
                     snapshot.symlinks[member.name] = member.linkname
                 elif member.isfile():

@@ -49,11 +49,12 @@ from sandboxes.manifest import (
 log = get_logger(__name__)
 
 READY_MARKER = ".qai-template-ready"
-SANDBOX_UID = 1000
-SANDBOX_GID = 1000
+SANDBOX_UID = SANDBOX_GID = 201_000
+"""The sandbox user (uid 1000 inside) as the host sees it through the sandbox's user namespace
+(`sandboxes.local.layout.HOST_SANDBOX_UID`)."""
 
 # Bump when the build steps below change in a way that changes the result.
-RECIPE_VERSION = "3"
+RECIPE_VERSION = "4"  # 4: files owned by the user namespace's uid 201000
 # Never part of a build's inputs or of the built app.
 IGNORED_NAMES = frozenset({"node_modules", ".next", "tsconfig.tsbuildinfo"})
 

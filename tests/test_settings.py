@@ -66,3 +66,35 @@ def test_worker_exits_with_one_line_on_a_bad_setting() -> None:
     assert result.returncode == 2
     [line] = result.stderr.strip().splitlines()
     assert line.startswith("qai: invalid setting QAI_SANDBOX_NETWORK")
+
+
+@pytest.mark.parametrize(
+    ("variable", "value"),
+    [
+        ("DATABASE_URL", "mysql://qai:hunter2-pw@db:5432/qai"),
+        ("DATABASE_URL", "mysql://db/qai?user=qai&password=hunter2-pw"),
+        ("QAI_SANDBOX_POOL_SIZE", "https://u:hunter2-pw@x"),
+    ],
+)
+def test_a_settings_error_does_not_show_a_password(
+    monkeypatch: pytest.MonkeyPatch, variable: str, value: str
+) -> None:
+    monkeypatch.setenv(variable, value)
+    get_settings.cache_clear()
+    try:
+        with pytest.raises(SettingsError) as raised:
+            get_settings()
+    finally:
+        get_settings.cache_clear()
+    message = str(raised.value.code)
+    assert message.startswith(f"qai: invalid setting {variable}")
+    assert "hunter2-pw" not in message
+    assert "***" in message  # the rest of the value still helps
+
+
+def test_a_secret_setting_never_shows_its_value() -> None:
+    from runtime.settings import redacted
+
+    assert redacted("qai_api_token", "hunter2-pw") == "<hidden>"
+    assert redacted("openai_api_key", "sk-1") == "<hidden>"
+    assert redacted("qai_log_level", "LOUD") == "'LOUD'"

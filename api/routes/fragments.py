@@ -6,8 +6,10 @@ import uuid
 from typing import Annotated, Any
 
 from fastapi import APIRouter, Depends, Response
+from fastapi.responses import StreamingResponse
 
-from api.archive import app_zip
+from api.archive import app_zip_chunks
+from api.auth import limit_action
 from api.context import ApiContext, context_of
 from api.errors import not_found
 from api.routes.projects import parse_id
@@ -45,21 +47,21 @@ async def get_fragment(fragment_id: str, context: Context) -> dict[str, Any]:
     }
 
 
-@router.get("/{fragment_id}/archive", response_class=Response)
+@router.get("/{fragment_id}/archive", response_class=Response, dependencies=[Depends(limit_action)])
 async def archive(fragment_id: str, context: Context) -> Response:
     """application/zip: the template's app plus this version's files."""
     fragment = await fragment_or_404(context, fragment_id)
     async with context.db.session() as session:
         workspace = await versions.fragment_workspace(session, fragment)
     folder = f"qai-{str(fragment.id)[:8]}"
-    return Response(
-        app_zip(workspace, folder),
+    return StreamingResponse(  # made as it is sent (a sync iterator: in a thread)
+        app_zip_chunks(workspace, folder),
         media_type="application/zip",
         headers={"Content-Disposition": f'attachment; filename="{folder}.zip"'},
     )
 
 
-@router.post("/{fragment_id}/restore", status_code=202)
+@router.post("/{fragment_id}/restore", status_code=202, dependencies=[Depends(limit_action)])
 async def restore(fragment_id: str, context: Context) -> dict[str, str]:
     """Make this version current, after whatever the project is doing now."""
     fragment = await fragment_or_404(context, fragment_id)

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import uuid
+from collections.abc import Callable
 from typing import Annotated, Any, TypeVar
 
 from fastapi import APIRouter, Depends, Header, HTTPException, Query, Request, Response
@@ -12,11 +13,13 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse, StreamingResponse
 from pydantic import BaseModel, Field, ValidationError
 from starlette.datastructures import UploadFile
+from starlette.types import Receive, Scope, Send
 from temporalio.service import RPCError, RPCStatusCode
 
+from api.auth import client_key, limit_action
 from api.context import ApiContext, context_of
 from api.errors import not_found
-from api.limits import BodyTooLarge
+from api.limits import BodyTooLarge, TooManyStreams
 from contract import DeleteProject, project_workflow_id
 from repos.history import remove_repository
 from repos.importing import ImportRefused
@@ -176,8 +179,7 @@ def parse_id(value: str, kind: str) -> uuid.UUID:
 
 
 def _rate_limit(context: ApiContext, request: Request) -> None:
-    client = request.client.host if request.client else "unknown"
-    wait = context.limiter.retry_after(client)
+    wait = context.limiter.retry_after(client_key(request))
     if wait is not None:
         metrics.RATE_LIMITED.inc()
         raise HTTPException(
@@ -387,7 +389,7 @@ async def send_message(project_id: str, request: Request, context: Context) -> A
     return Accepted(message_id=submission.message_id, workflow_id=submission.workflow_id)
 
 
-@router.post("/projects/{project_id}/push")
+@router.post("/projects/{project_id}/push", dependencies=[Depends(limit_action)])
 async def push(project_id: str, body: PushBody, context: Context) -> dict[str, Any]:
     """Push the project's history (one commit per version) to a remote; answers once done."""
     key = await _existing(context, project_id)
@@ -419,7 +421,7 @@ async def push(project_id: str, body: PushBody, context: Context) -> dict[str, A
     }
 
 
-@router.post("/projects/{project_id}/cancel", status_code=202)
+@router.post("/projects/{project_id}/cancel", status_code=202, dependencies=[Depends(limit_action)])
 async def cancel(project_id: str, context: Context) -> dict[str, str]:
     """Cancel the running message: it ends as an ERROR and keeps what it wrote."""
     key = await _existing(context, project_id)
@@ -428,7 +430,7 @@ async def cancel(project_id: str, context: Context) -> dict[str, str]:
     return {"detail": "the running message is being cancelled"}
 
 
-@router.delete("/projects/{project_id}", status_code=204)
+@router.delete("/projects/{project_id}", status_code=204, dependencies=[Depends(limit_action)])
 async def delete_project(project_id: str, context: Context) -> Response:
     """Cancel the project's runs, stop its sandbox and remove it, through its workflow."""
     key = await _existing(context, project_id)
@@ -448,6 +450,20 @@ async def delete_project(project_id: str, context: Context) -> Response:
         )
 
 
+class _HeldStream(StreamingResponse):
+    """A stream that gives its slot back however it ends (even before its first byte)."""
+
+    def __init__(self, release: Callable[[], None], *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self._release = release
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        try:
+            await super().__call__(scope, receive, send)
+        finally:
+            self._release()
+
+
 async def project_known(context: ApiContext, key: uuid.UUID) -> bool:
     """Whether the project exists, or will: its row, or else its workflow (which writes it)."""
     async with context.db.session() as session:
@@ -462,9 +478,14 @@ async def project_known(context: ApiContext, key: uuid.UUID) -> bool:
     return True
 
 
-@router.get("/projects/{project_id}/events", response_class=StreamingResponse)
+@router.get(
+    "/projects/{project_id}/events",
+    response_class=StreamingResponse,
+    dependencies=[Depends(limit_action)],
+)
 async def stream_events(
     project_id: str,
+    request: Request,
     context: Context,
     last_event_id: Annotated[str | None, Header(alias="Last-Event-ID")] = None,
 ) -> StreamingResponse:
@@ -481,7 +502,15 @@ async def stream_events(
         if not last_event_id.strip().isdigit():
             raise HTTPException(422, "Last-Event-ID must be the id of an event of this stream")
         after = int(last_event_id.strip())
-    return StreamingResponse(
+    client = client_key(request)
+    try:
+        context.streams.take(client)
+    except TooManyStreams as error:
+        metrics.RATE_LIMITED.inc()
+        raise HTTPException(429, error.detail, headers={"Retry-After": "5"}) from None
+
+    return _HeldStream(
+        lambda: context.streams.give_back(client),
         context.hub.stream(key, after),
         media_type="text/event-stream",
         headers={"Cache-Control": "no-cache", "X-Accel-Buffering": "no"},

@@ -43,9 +43,12 @@ def _token_required(context: ApiContext) -> bool:
     return secret is not None and bool(secret.get_secret_value())
 
 
-def _page(context: ApiContext, template: str, **values: Any) -> HTMLResponse:
+def _page(request: Request, template: str, **values: Any) -> HTMLResponse:
+    """A full page; a cookie session's carries its CSRF token for app.js and htmx to send."""
     status = values.pop("status_code", 200)
-    page = render(template, logout=_token_required(context), **values)
+    identity = getattr(request.state, "identity", None)
+    csrf = auth.csrf_token(identity.session) if identity and identity.session else ""
+    page = render(template, logout=_token_required(context_of(request)), csrf=csrf, **values)
     return HTMLResponse(page, status_code=status)
 
 
@@ -76,7 +79,7 @@ async def home(request: Request, context: Context) -> Response:
         }
         for row in rows
     ]
-    return _page(context, "home.html", projects=projects)
+    return _page(request, "home.html", projects=projects)
 
 
 def _project_id(value: str) -> uuid.UUID | None:
@@ -93,9 +96,9 @@ async def project_page(project_id: str, request: Request, context: Context) -> R
     key = _project_id(project_id)
     state = await project_state(context, key) if key is not None else None
     if state is None:
-        return _page(context, "not_found.html", status_code=404)
+        return _page(request, "not_found.html", status_code=404)
     git_url = f"{str(request.base_url).rstrip('/')}/git/{key}.git"
-    return _page(context, "project.html", state=state, version=state.version(None), git_url=git_url)
+    return _page(request, "project.html", state=state, version=state.version(None), git_url=git_url)
 
 
 @router.get("/ui/projects/{project_id}/conversation", response_class=HTMLResponse)

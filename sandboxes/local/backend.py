@@ -31,6 +31,7 @@ from sandboxes.base import (
     SandboxStartTimeoutError,
     SandboxTemplateError,
     SandboxUnavailableError,
+    WaitReporter,
 )
 from sandboxes.local import cgroups
 from sandboxes.local.layout import (
@@ -56,6 +57,9 @@ log = structlog.get_logger(__name__)
 PROJECT_ROOT = Path(__file__).resolve().parents[2]
 SUPERVISOR = Path(__file__).with_name("supervisor.py")
 READY_TIMEOUT = 30.0
+LIVE_CAP_POLL_SECONDS = 1.0
+LIVE_CAP_REPORT_SECONDS = 10.0
+"""While a new sandbox waits for room, the wait is reported this often."""
 KILL_WAIT = 10.0
 FAILED_LOG_DAYS = 1
 UNBORN_GRACE = 60.0
@@ -190,8 +194,10 @@ class LocalBackend(SandboxBackend):
         *,
         timeout: float | None = None,
         metadata: Mapping[str, str] | None = None,
+        on_wait: WaitReporter | None = None,
     ) -> LocalSandbox:
-        """A warm sandbox from the pool when it has one of this template, else a new one."""
+        """A warm sandbox from the pool when it has one of this template, else a new one (once
+        this host has room under QAI_SANDBOX_MAX_LIVE)."""
         await self._prepare()
         spec = await self.template(template or POOL_TEMPLATE)
         timeout = timeout or self.default_timeout
@@ -201,9 +207,31 @@ class LocalBackend(SandboxBackend):
             if sandbox is not None:
                 self.owned.add(sandbox.sandbox_id)
                 return sandbox
+        await self.wait_for_room(on_wait)
         sandbox = await self.launch(spec, timeout=timeout, metadata=metadata)
         self.owned.add(sandbox.sandbox_id)
         return sandbox
+
+    def live_count(self) -> int:
+        """Sandboxes on this host now (starting, running or being torn down)."""
+        return len(self.list_ids())
+
+    async def wait_for_room(self, on_wait: WaitReporter | None = None) -> None:
+        """Until fewer than QAI_SANDBOX_MAX_LIVE sandboxes live here; tells `on_wait` why."""
+        cap = self.settings.qai_sandbox_max_live
+        told = -LIVE_CAP_REPORT_SECONDS
+        while (live := self.live_count()) >= cap:
+            now = time.monotonic()
+            if now - told >= LIVE_CAP_REPORT_SECONDS:
+                told = now
+                words = (
+                    f"waiting for a free sandbox: this host runs its limit of {cap} "
+                    f"(QAI_SANDBOX_MAX_LIVE); {live} are live"
+                )
+                log.info("sandbox start waits", live=live, cap=cap)
+                if on_wait is not None:
+                    await on_wait(words)
+            await asyncio.sleep(LIVE_CAP_POLL_SECONDS)
 
     async def launch(
         self,
@@ -234,6 +262,7 @@ class LocalBackend(SandboxBackend):
             "memory_mb": self.settings.qai_sandbox_memory_mb,
             "pids": self.settings.qai_sandbox_pids,
             "disk_mb": self.settings.qai_sandbox_disk_mb,
+            "cpus": self.settings.qai_sandbox_cpus,
             "metadata": {**self.metadata_defaults, **(metadata or {})},
             "ports": {},
         }

@@ -1,7 +1,9 @@
-"""Per-sandbox cgroups capping processes and memory (cgroup v1 or v2, whichever the host has).
+"""Per-sandbox cgroups capping processes, memory and CPU time (cgroup v1 or v2, whichever the
+host has).
 
-A fork bomb or memory hog then hurts only its own sandbox. Without writable cgroups the supervisor
-falls back to RLIMIT_NPROC (set in bwrap's child) and logs that memory is uncapped.
+A fork bomb, memory hog or busy loop then hurts only its own sandbox. Without writable cgroups
+the supervisor falls back to RLIMIT_NPROC (set in bwrap's child) and smaller scratch tmpfs,
+and logs that memory and CPU are uncapped.
 """
 
 from __future__ import annotations
@@ -14,6 +16,13 @@ from pathlib import Path
 
 ROOT = Path("/sys/fs/cgroup")
 PARENT = "qai"
+CPU_PERIOD_US = 100_000
+V1_CONTROLLERS = ("pids", "memory", "cpu")
+
+
+def _v1_controllers(root: Path) -> list[str]:
+    """cgroup v1 hierarchies used: pids and memory always, cpu when the host mounts it."""
+    return [c for c in V1_CONTROLLERS if c != "cpu" or (root / c).is_dir()]
 
 
 def _write(path: Path, value: str) -> None:
@@ -28,26 +37,33 @@ class SandboxCgroups:
         if self.v2:
             self.dirs = [root / PARENT / sandbox_id]
         else:
-            self.dirs = [root / c / PARENT / sandbox_id for c in ("pids", "memory")]
+            self.dirs = [root / c / PARENT / sandbox_id for c in _v1_controllers(root)]
         self.root = root
 
-    def create(self, memory_bytes: int, pids: int) -> None:
-        """Raises OSError when cgroups cannot be used here."""
+    def create(self, memory_bytes: int, pids: int, cpus: float | None = None) -> None:
+        """Raises OSError when cgroups cannot be used here. `cpus`: CPU time per second."""
+        quota = None if cpus is None else max(1000, int(cpus * CPU_PERIOD_US))
         if self.v2:
             parent = self.root / PARENT
-            _write(self.root / "cgroup.subtree_control", "+pids +memory")
+            controllers = "+pids +memory" + (" +cpu" if quota else "")
+            _write(self.root / "cgroup.subtree_control", controllers)
             parent.mkdir(exist_ok=True)
-            _write(parent / "cgroup.subtree_control", "+pids +memory")
+            _write(parent / "cgroup.subtree_control", controllers)
             group = self.dirs[0]
             group.mkdir(exist_ok=True)
             _write(group / "pids.max", str(pids))
             _write(group / "memory.max", str(memory_bytes))
             if (group / "memory.swap.max").exists():
                 _write(group / "memory.swap.max", "0")
+            if quota:
+                _write(group / "cpu.max", f"{quota} {CPU_PERIOD_US}")
             return
-        pids_dir, mem_dir = self.dirs
+        pids_dir, mem_dir = self.dirs[:2]
         for group in self.dirs:
             group.mkdir(parents=True, exist_ok=True)
+        if quota and len(self.dirs) > 2:
+            _write(self.dirs[2] / "cpu.cfs_period_us", str(CPU_PERIOD_US))
+            _write(self.dirs[2] / "cpu.cfs_quota_us", str(quota))
         _write(pids_dir / "pids.max", str(pids))
         _write(mem_dir / "memory.limit_in_bytes", str(memory_bytes))
         memsw = mem_dir / "memory.memsw.limit_in_bytes"
@@ -58,6 +74,16 @@ class SandboxCgroups:
         """Move the calling process in (used in the child before it execs bwrap)."""
         for group in self.dirs:
             _write(group / "cgroup.procs", "0")
+
+    def cpu_stat(self) -> dict[str, int]:
+        """The CPU controller's counters (`nr_throttled`, ...); empty without one."""
+        group = self.dirs[0] if self.v2 else self.root / "cpu" / PARENT / self.sandbox_id
+        path = group / "cpu.stat"
+        try:
+            lines = path.read_text().splitlines()
+        except OSError:
+            return {}
+        return {name: int(value) for name, _, value in (line.partition(" ") for line in lines)}
 
     def pids(self) -> set[int]:
         found: set[int] = set()
@@ -94,7 +120,7 @@ def leftover_ids(root: Path = ROOT) -> set[str]:
     bases = (
         [root / PARENT]
         if (root / "cgroup.controllers").exists()
-        else [root / c / PARENT for c in ("pids", "memory")]
+        else [root / c / PARENT for c in _v1_controllers(root)]
     )
     ids: set[str] = set()
     for base in bases:

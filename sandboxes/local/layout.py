@@ -15,6 +15,19 @@ from typing import Any
 
 ID_PATTERN = re.compile(r"^sbx-[0-9a-f]{12}$")
 SANDBOX_UID = SANDBOX_GID = 1000
+"""The sandbox user as the sandbox sees it."""
+HOST_ID_BASE = 200_000
+ID_COUNT = 65_536
+"""A sandbox's user namespace maps its ids 0..65535 to the host's 200000..265535, ids no host
+account uses: an escape lands as host uid 201000, owner of nothing but sandbox files."""
+HOST_SANDBOX_UID = HOST_SANDBOX_GID = HOST_ID_BASE + SANDBOX_UID
+STAGE_ROOT = Path("/run/qai-sandboxes")
+"""Where each sandbox's workspace and host files are bound for bubblewrap to find: it runs as
+the user namespace's root, which may not traverse the (root-only) data directory."""
+
+
+def stage_dir(sandbox_id: str) -> Path:
+    return STAGE_ROOT / sandbox_id
 
 
 def log(message: str) -> None:

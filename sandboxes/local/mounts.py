@@ -1,4 +1,4 @@
-"""mount(2)/umount2(2) through libc, and listing what is mounted under a directory."""
+"""mount(2)/umount2(2)/unshare(2) through libc, and listing what is mounted under a directory."""
 
 from __future__ import annotations
 
@@ -10,6 +10,7 @@ _libc = ctypes.CDLL(None, use_errno=True)
 MNT_DETACH = 2
 MS_NOSUID = 2
 MS_NODEV = 4
+MS_BIND = 4096
 
 
 def mount(source: str, target: Path, fstype: str, options: str, flags: int = 0) -> None:
@@ -19,6 +20,12 @@ def mount(source: str, target: Path, fstype: str, options: str, flags: int = 0) 
     if rc != 0:
         errno = ctypes.get_errno()
         raise OSError(errno, f"mount {fstype} on {target} ({options}): {os.strerror(errno)}")
+
+
+def unshare(flags: int) -> None:
+    if _libc.unshare(flags) != 0:
+        errno = ctypes.get_errno()
+        raise OSError(errno, f"unshare: {os.strerror(errno)}")
 
 
 def umount(target: Path) -> None:

@@ -252,6 +252,8 @@ class WarmPool:
                     await asyncio.sleep(0.05)
             if len(self.entries(spec)[0]) >= self.size:
                 return None
+            if self.backend.live_count() >= self.backend.settings.qai_sandbox_max_live:
+                return None  # the host is full: runs come first, the pool refills later
             sandbox = await self.backend.launch(spec, timeout=POOL_TIMEOUT, pooled=True)
             self.started.add(sandbox.sandbox_id)
             log.info("pool sandbox started", sandbox_id=sandbox.sandbox_id)

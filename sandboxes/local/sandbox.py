@@ -30,7 +30,7 @@ from sandboxes.base import (
 from sandboxes.local.client import EnvdClient, error_from
 from sandboxes.local.layout import Layout, read_state, state_alive, update_state, upper_dir
 from sandboxes.local.upper import read_upper
-from sandboxes.snapshot import WorkspaceSnapshot
+from sandboxes.snapshot import MAX_SNAPSHOT_BYTES, WorkspaceSnapshot
 
 HOST_GRACE = 10.0
 """Seconds the host waits past a command's timeout for envd to report the kill itself."""
@@ -287,11 +287,13 @@ class LocalSandbox(Sandbox):
     async def is_running(self) -> bool:
         return self._alive()
 
-    async def snapshot(self, index: Mapping[str, str]) -> WorkspaceSnapshot:
+    async def snapshot(
+        self, index: Mapping[str, str], max_bytes: int = MAX_SNAPSHOT_BYTES
+    ) -> WorkspaceSnapshot:
         """Read the overlay's upper layer on the host: exactly what the sandbox changed."""
         if not self._alive():
             raise SandboxNotFoundError(f"sandbox {self.sandbox_id} is not running")
         try:
-            return await asyncio.to_thread(read_upper, upper_dir(self._layout), index)
+            return await asyncio.to_thread(read_upper, upper_dir(self._layout), index, max_bytes)
         except FileNotFoundError:
             raise SandboxNotFoundError(f"sandbox {self.sandbox_id} was reaped") from None

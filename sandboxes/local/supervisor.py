@@ -35,16 +35,20 @@ import socket
 import subprocess
 from typing import Any
 
-from sandboxes.local import mounts
+from sandboxes.local import mounts, seccomp
 from sandboxes.local.cgroups import SandboxCgroups
 from sandboxes.local.layout import (
-    SANDBOX_GID,
-    SANDBOX_UID,
+    HOST_ID_BASE,
+    HOST_SANDBOX_GID,
+    HOST_SANDBOX_UID,
+    ID_COUNT,
+    STAGE_ROOT,
     Layout,
     cgroup_name,
     log,
     process_start_time,
     read_state,
+    stage_dir,
     update_state,
 )
 
@@ -54,6 +58,9 @@ RELAY = Path(__file__).resolve().parents[2] / "runtime" / "relay.py"
 IN_RUN = "/run/qai"
 PROXY_LISTEN = "127.0.0.1:3128"
 MIB = 1024 * 1024
+UNCAPPED_SCRATCH_MB = 256
+"""Size of each of /tmp, /var/tmp and /dev/shm when there are no cgroups: tmpfs is memory, and
+without a memory cgroup nothing else bounds what a sandbox keeps there."""
 ENVD_COMMAND = ["/usr/bin/python3", "-I", "-S", f"{IN_RUN}/envd.py", f"{IN_RUN}/host/envd.json"]
 
 
@@ -106,8 +113,54 @@ def system_binds() -> list[str]:
     return args
 
 
-def bwrap_argv(layout: Layout, state: dict[str, Any]) -> list[str]:
-    tmp_size = str(state["disk_mb"] * MIB)
+def scratch_mb(state: dict[str, Any], cgroups_ok: bool) -> int:
+    """Each scratch tmpfs's size: the disk cap under a memory cgroup, bounded without one."""
+    return state["disk_mb"] if cgroups_ok else min(state["disk_mb"], UNCAPPED_SCRATCH_MB)
+
+
+def bind_sources(layout: Layout) -> dict[str, Path]:
+    """What bwrap binds, from the sandbox's stage (see `stage_workspace`)."""
+    stage = stage_dir(layout.sandbox_id)
+    return {
+        "/etc/passwd": stage / "host" / "passwd",
+        "/etc/group": stage / "host" / "group",
+        "/home/user": stage / "home",
+        f"{IN_RUN}/host": stage / "host",
+        f"{IN_RUN}/envd.py": stage / "host" / "envd.py",
+        f"{IN_RUN}/relay.py": stage / "host" / "relay.py",
+    }
+
+
+def stage_workspace(layout: Layout) -> None:
+    """Bind the workspace and the host files where the namespace's root can reach them."""
+    STAGE_ROOT.mkdir(mode=0o711, exist_ok=True)
+    os.chmod(STAGE_ROOT, 0o711)  # others may pass through, not list
+    stage = stage_dir(layout.sandbox_id)
+    stage.mkdir(mode=0o711, exist_ok=True)
+    for name, source in (("home", layout.merged), ("host", layout.host_dir)):
+        (stage / name).mkdir(exist_ok=True)
+        mounts.mount(str(source), stage / name, "", "", mounts.MS_BIND)
+
+
+def unstage(sandbox_id: str) -> None:
+    stage = stage_dir(sandbox_id)
+    for point in mounts.mounts_under(stage):
+        mounts.umount(point)
+    if not mounts.mounts_under(stage):
+        shutil.rmtree(stage, ignore_errors=True)
+
+
+def bwrap_argv(
+    layout: Layout,
+    state: dict[str, Any],
+    *,
+    cgroups_ok: bool = True,
+    seccomp_fd: int | None = None,
+) -> list[str]:
+    def bind(option: str, dest: str) -> list[str]:
+        return [option, str(bind_sources(layout)[dest]), dest]
+
+    tmp_size = str(scratch_mb(state, cgroups_ok) * MIB)
     argv = [
         "bwrap",
         "--die-with-parent",
@@ -132,8 +185,8 @@ def bwrap_argv(layout: Layout, state: dict[str, Any]) -> list[str]:
         argv.append("--unshare-net")
     argv += system_binds()
     argv += [
-        "--ro-bind", str(layout.host_dir / "passwd"), "/etc/passwd",
-        "--ro-bind", str(layout.host_dir / "group"), "/etc/group",
+        *bind("--ro-bind", "/etc/passwd"),
+        *bind("--ro-bind", "/etc/group"),
         "--proc", "/proc",
         "--dev", "/dev",
         "--perms", "1777", "--size", tmp_size, "--tmpfs", "/dev/shm",
@@ -141,18 +194,76 @@ def bwrap_argv(layout: Layout, state: dict[str, Any]) -> list[str]:
         "--dir", "/var",
         "--perms", "1777", "--size", tmp_size, "--tmpfs", "/var/tmp",
         "--perms", "0755", "--dir", "/home",
-        "--bind", str(layout.merged), "/home/user",
+        *bind("--bind", "/home/user"),
         "--perms", "0755", "--dir", "/run",
         "--perms", "0755", "--dir", IN_RUN,
-        "--ro-bind", str(layout.host_dir), f"{IN_RUN}/host",
-        "--ro-bind", str(ENVD), f"{IN_RUN}/envd.py",
-        "--ro-bind", str(RELAY), f"{IN_RUN}/relay.py",
+        *bind("--ro-bind", f"{IN_RUN}/host"),
+        *bind("--ro-bind", f"{IN_RUN}/envd.py"),
+        *bind("--ro-bind", f"{IN_RUN}/relay.py"),
         "--chdir", "/home/user",
         "--cap-add", "CAP_SETUID",
         "--cap-add", "CAP_SETGID",
-        *ENVD_COMMAND,
     ]  # fmt: skip
-    return argv
+    if seccomp_fd is not None:
+        argv += ["--seccomp", str(seccomp_fd)]
+    return argv + ENVD_COMMAND
+
+
+CLONE_NEWUSER = 0x10000000
+
+
+class UserNamespace:
+    """bubblewrap runs in a user namespace of its own whose ids 0..65535 are the host's
+    200000..265535, so the sandbox user (1000) is host uid 201000 and its root is host uid
+    200000: neither owns anything on the host, nor holds any capability there.
+
+    The child (before exec) unshares and waits; a thread of the supervisor writes its maps (a
+    privileged parent may map any range) and lets it go on, as ns root, into bwrap.
+    """
+
+    def __init__(self) -> None:
+        self._pid_r, self._pid_w = os.pipe()
+        self._go_r, self._go_w = os.pipe()
+        self.error: str | None = None
+        import threading
+
+        self._thread = threading.Thread(target=self._map, daemon=True)
+        self._thread.start()
+
+    def _map(self) -> None:
+        answer = os.read(self._pid_r, 32)
+        try:
+            pid = int(answer)
+            for name in ("uid_map", "gid_map"):
+                with open(f"/proc/{pid}/{name}", "w") as fh:
+                    fh.write(f"0 {HOST_ID_BASE} {ID_COUNT}\n")
+            os.write(self._go_w, b"1")
+        except (ValueError, OSError) as error:
+            self.error = str(error)
+            with contextlib.suppress(OSError):
+                os.write(self._go_w, b"0")
+
+    def enter(self) -> None:
+        """In the child: a new user namespace, mapped, as its root."""
+        try:
+            mounts.unshare(CLONE_NEWUSER)
+        except OSError:
+            os.write(self._pid_w, b"-")
+            raise
+        os.write(self._pid_w, str(os.getpid()).encode())
+        if os.read(self._go_r, 1) != b"1":
+            raise OSError("the sandbox's user namespace could not be mapped")
+        os.setgroups([])
+        os.setresgid(0, 0, 0)
+        os.setresuid(0, 0, 0)
+
+    def close(self) -> None:
+        self._thread.join(timeout=5)
+        for fd in (self._pid_r, self._pid_w, self._go_r, self._go_w):
+            with contextlib.suppress(OSError):
+                os.close(fd)
+        if self.error:
+            log(f"user namespace not mapped: {self.error}")
 
 
 class Supervisor:
@@ -188,7 +299,7 @@ class Supervisor:
         upper, work = layout.disk / "upper", layout.disk / "work"
         upper.mkdir()
         work.mkdir()
-        os.chown(upper, SANDBOX_UID, SANDBOX_GID)
+        os.chown(upper, HOST_SANDBOX_UID, HOST_SANDBOX_GID)
         options = f"lowerdir={template},upperdir={upper},workdir={work}"
         mounts.mount(
             "overlay", layout.merged, "overlay", options, mounts.MS_NOSUID | mounts.MS_NODEV
@@ -203,6 +314,8 @@ class Supervisor:
             "nobody:x:65534:65534:nobody:/nonexistent:/usr/sbin/nologin\n"
         )
         (layout.host_dir / "group").write_text("root:x:0:\nuser:x:1000:\nnogroup:x:65534:\n")
+        shutil.copyfile(ENVD, layout.host_dir / "envd.py")  # bound from here, like the rest
+        shutil.copyfile(RELAY, layout.host_dir / "relay.py")
         config = {
             "listen_fd": self.listener.fileno(),
             "ready_fd": self.ready_w,
@@ -217,10 +330,15 @@ class Supervisor:
 
     def make_cgroups(self) -> None:
         try:
-            self.cgroups.create(self.state["memory_mb"] * MIB, self.state["pids"])
+            self.cgroups.create(
+                self.state["memory_mb"] * MIB, self.state["pids"], self.state.get("cpus")
+            )
             self.cgroups_ok = True
         except OSError as error:
-            log(f"cgroups unavailable ({error}); falling back to RLIMIT_NPROC, memory uncapped")
+            log(
+                f"cgroups unavailable ({error}); falling back to RLIMIT_NPROC, memory and CPU "
+                f"uncapped, scratch tmpfs {scratch_mb(self.state, False)} MiB each"
+            )
 
     def _in_child(self) -> None:
         if self.cgroups_ok:
@@ -228,22 +346,30 @@ class Supervisor:
         else:
             limit = self.state["pids"]
             resource.setrlimit(resource.RLIMIT_NPROC, (limit, limit))
+        self.userns.enter()
 
     def spawn(self) -> None:
         # Arguments through a pipe (`--args`), so /proc/1/cmdline inside shows no host paths.
         args_r, args_w = os.pipe()
-        argv = bwrap_argv(self.layout, self.state)
+        filter_r, filter_w = os.pipe()  # the compiled seccomp program (well under a pipe's 64 KiB)
+        os.write(filter_w, seccomp.program())
+        os.close(filter_w)
+        argv = bwrap_argv(self.layout, self.state, cgroups_ok=self.cgroups_ok, seccomp_fd=filter_r)
         split = argv.index(ENVD_COMMAND[0])  # bwrap reads options only from --args
         os.write(args_w, b"".join(a.encode() + b"\0" for a in argv[1:split]))
         os.close(args_w)
+        self.userns = UserNamespace()
         self.bwrap = subprocess.Popen(
             ["bwrap", "--args", str(args_r), *argv[split:]],
-            pass_fds=(args_r, self.listener.fileno(), self.ready_w),
+            # The namespace's pipes are used before exec only (close_fds closes them after).
+            pass_fds=(args_r, filter_r, self.listener.fileno(), self.ready_w),
             stdin=subprocess.DEVNULL,
             preexec_fn=self._in_child,
             close_fds=True,
         )
+        self.userns.close()
         os.close(args_r)
+        os.close(filter_r)
         os.close(self.ready_w)
         self.listener.close()  # envd holds it now: if the sandbox dies, connecting fails at once
         log(f"bwrap started, pid {self.bwrap.pid}")
@@ -258,6 +384,7 @@ class Supervisor:
         )
         self.write_host_files()
         self.mount_workspace()
+        stage_workspace(self.layout)
         self.make_cgroups()
         self.spawn()
 
@@ -274,6 +401,7 @@ def teardown(layout: Layout, bwrap_pid: int | None = None) -> None:
         with contextlib.suppress(ChildProcessError):
             os.waitpid(bwrap_pid, 0)
     SandboxCgroups(cgroup_name(layout)).remove()
+    unstage(layout.sandbox_id)
     for point in mounts.mounts_under(layout.root):
         mounts.umount(point)
     if mounts.mounts_under(layout.root):

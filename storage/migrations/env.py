@@ -4,7 +4,7 @@ from alembic import context
 from sqlalchemy.engine import Connection
 from sqlmodel import SQLModel
 
-from storage import events, images, models, previews, repositories, snapshots, transcript  # noqa: F401  (they register their tables on the metadata)
+from storage import events, images, models, previews, repositories, sessions, snapshots, transcript  # noqa: F401  (they register their tables on the metadata)
 
 target_metadata = SQLModel.metadata
 

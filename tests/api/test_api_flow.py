@@ -55,7 +55,8 @@ async def test_a_project_over_http(api_stack) -> None:
             ],
         },
     }
-    async with api_stack(script) as stack:
+    # The 50 clients share one address: let it hold them all (QAI_SSE_MAX_PER_CLIENT).
+    async with api_stack(script, qai_sse_max_per_client=CLIENTS + 5) as stack:
         http = stack.http
         created = await http.post("/api/projects", json={"prompt": "Build a hello page"})
         assert created.status_code == 201, created.text

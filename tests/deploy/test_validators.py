@@ -11,6 +11,7 @@ import sys
 from pathlib import Path
 
 import pytest
+import yaml
 
 ROOT = Path(__file__).resolve().parents[2]
 DEPLOY = ROOT / "deploy"
@@ -34,7 +35,10 @@ def compose_config(directory: Path) -> subprocess.CompletedProcess[str]:
     docker_compose = shutil.which("docker-compose")
     assert docker_compose, "docker-compose is missing: run `make setup`"
     return run(
-        [docker_compose, "-f", "compose.yaml", "config"], directory, QAI_API_TOKEN="validate"
+        [docker_compose, "-f", "compose.yaml", "config"],
+        directory,
+        QAI_API_TOKEN="validate",
+        GRAFANA_ADMIN_PASSWORD="validate",
     )
 
 
@@ -57,8 +61,45 @@ def test_compose_rejects_a_broken_file(tmp_path: Path) -> None:
     assert "replicas" in result.stderr
 
 
+def test_compose_publishes_only_the_api_and_the_gateway() -> None:
+    """Temporal (signal `delete` to anything, read every prompt), Prometheus and Grafana stay
+    off the network: internal only, or the Docker host's loopback; Grafana asks for a login."""
+    result = compose_config(DEPLOY)
+    assert result.returncode == 0, result.stderr
+    services = yaml.safe_load(result.stdout)["services"]
+    published = {}
+    for name, service in services.items():
+        for port in service.get("ports", []):
+            if isinstance(port, dict):
+                loopback = port.get("host_ip") == "127.0.0.1"
+            else:  # docker-compose 1.x prints a short form: "127.0.0.1:3000:3000/tcp"
+                loopback = str(port).startswith("127.0.0.1:")
+            if not loopback:
+                published.setdefault(name, []).append(port)
+    assert set(published) == {"api", "worker"}, published
+    assert "ports" not in services["temporal"] and "ports" not in services["prometheus"]
+    for internal in ("postgresql", "temporal", "prometheus"):
+        assert set(services[internal]["networks"]) == {"backend"}, internal
+    assert yaml.safe_load(result.stdout)["networks"]["backend"]["internal"] is True
+    grafana = services["grafana"]["environment"]
+    assert grafana["GF_AUTH_ANONYMOUS_ENABLED"] == "false"
+    assert grafana["GF_SECURITY_ADMIN_PASSWORD"] == "validate"  # from the operator, no default
+    env = {k: v for k, v in os.environ.items() if k != "GRAFANA_ADMIN_PASSWORD"}
+    missing = subprocess.run(
+        [shutil.which("docker-compose") or "docker-compose", "-f", "compose.yaml", "config"],
+        cwd=DEPLOY,
+        env={**env, "QAI_API_TOKEN": "validate"},
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
+    )
+    assert missing.returncode != 0 and "set GRAFANA_ADMIN_PASSWORD" in missing.stderr
+
+
 def test_compose_needs_the_api_token() -> None:
     env = {key: value for key, value in os.environ.items() if key != "QAI_API_TOKEN"}
+    env["GRAFANA_ADMIN_PASSWORD"] = "validate"
     result = subprocess.run(
         [shutil.which("docker-compose") or "docker-compose", "-f", "compose.yaml", "config"],
         cwd=DEPLOY,

@@ -100,7 +100,7 @@ async def test_clean_stop_of_dev_kills_the_sandboxes_it_started(
     static.mkdir()
     (static / "index.html").write_text("<h1>not the worker's</h1>\n")
     for path in (tmp_path, static, static / "index.html"):
-        os.chown(path, 1000, 1000)
+        os.chown(path, 201_000, 201_000)  # the sandbox user, through its user namespace
     others = LocalBackend(
         Settings(  # type: ignore[call-arg]
             _env_file=None,

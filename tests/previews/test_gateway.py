@@ -328,3 +328,46 @@ async def test_a_preview_lost_again_after_a_revival_is_asked_for_at_once(
             assert response.status == 503
         assert await signals_of(workflow_env, project_id) == ["wake", "wake"]
     await workflow_env.client.get_workflow_handle(project_workflow_id(project_id)).terminate()
+
+
+async def test_metrics_only_on_its_own_address_and_slow_or_many_connections_are_cut(
+    clean_db: Database, workflow_env: WorkflowEnvironment
+) -> None:
+    settings = gateway_settings(qai_gateway_head_timeout=0.5, qai_gateway_max_connections=3)
+    port = settings.qai_preview_port
+    async with (
+        running_gateway(settings, clean_db, workflow_env.client),
+        aiohttp.ClientSession(connector=aiohttp.TCPConnector(force_close=True)) as http,
+    ):
+        url = f"{gateway_address(settings)}/metrics"
+        for host in (f"127.0.0.1:{port}", f"localhost:{port}"):
+            async with http.get(url, headers={"Host": host}) as response:
+                assert response.status == 200, host
+        # Names a `*.preview` ingress passes on: no project, and not the gateway itself.
+        for host in ("preview.example.com", f"preview.localhost:{port}", "example.com"):
+            async with http.get(url, headers={"Host": host}) as response:
+                assert response.status == 404, host
+                assert "qai_" not in await response.text()
+
+        # Slowloris: a head that trickles in is cut when its time is up, bytes or not.
+        reader, writer = await asyncio.open_connection("127.0.0.1", port)
+        writer.write(b"GET / HTTP/1.1\r\n")
+        for _ in range(8):
+            await asyncio.sleep(0.1)
+            writer.write(b"X-A: b\r\n")
+        try:
+            left = await asyncio.wait_for(reader.read(), 5)
+        except ConnectionError:  # our later writes met the closed socket
+            left = b""
+        assert left == b""  # closed, nothing answered
+        writer.close()
+
+        # Past the connection cap, a new connection gets 503 at once.
+        held = [await asyncio.open_connection("127.0.0.1", port) for _ in range(3)]
+        await asyncio.sleep(0.1)
+        reader, writer = await asyncio.open_connection("127.0.0.1", port)
+        answer = await asyncio.wait_for(reader.read(), 5)
+        assert answer.startswith(b"HTTP/1.1 503"), answer[:40]
+        writer.close()
+        for _, held_writer in held:
+            held_writer.close()

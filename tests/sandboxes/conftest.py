@@ -15,6 +15,7 @@ import pytest
 
 from runtime.settings import SandboxNetwork, Settings
 from sandboxes.local.backend import LocalBackend
+from sandboxes.local.layout import HOST_SANDBOX_GID, HOST_SANDBOX_UID
 from sandboxes.local.sandbox import LocalSandbox
 from sandboxes.local.templates import LocalTemplate
 
@@ -32,13 +33,14 @@ def local_sandboxes() -> None:
 
 @pytest.fixture(scope="session")
 def tiny_template(tmp_path_factory: pytest.TempPathFactory, local_sandboxes: None) -> LocalTemplate:
-    """A template whose files are owned by uid 1000, like the real one."""
+    """A template whose files are the sandbox user's (uid 1000 inside, 201000 on the host),
+    like the real one."""
     directory = tmp_path_factory.mktemp("tiny-template")
     (directory / "index.html").write_text("<h1>tiny template</h1>\n")
     (directory / "notes").mkdir()
     (directory / "notes" / "readme.txt").write_text("from the template\n")
     for path in [directory, *directory.rglob("*")]:
-        os.chown(path, 1000, 1000)
+        os.chown(path, HOST_SANDBOX_UID, HOST_SANDBOX_GID)
     return LocalTemplate(name="tiny", directory=directory, start_cmd=TINY_START, port=3000)
 
 

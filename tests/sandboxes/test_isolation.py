@@ -230,3 +230,74 @@ async def test_runaway_command_killed_without_orphans(
     inside = await run_ok(sandbox, "cat /proc/[0-9]*/cmdline | tr '\\0' ' '")
     assert "sleep 424" not in inside
     assert host_pids_matching("sleep 424") == []
+
+
+SYSCALLS = """
+import ctypes, json
+libc = ctypes.CDLL(None, use_errno=True)
+def call(nr, *args):
+    ctypes.set_errno(0)
+    rc = libc.syscall(ctypes.c_long(nr), *[ctypes.c_long(a) for a in args])
+    return [rc, ctypes.get_errno()]
+print(json.dumps({
+    "ptrace": call(101, 0, 0, 0, 0),          # PTRACE_TRACEME: allowed to anyone, normally
+    "keyctl": call(250, 0, -3, 0),            # KEYCTL_GET_KEYRING_ID of the session keyring
+    "unshare_user": call(272, 0x10000000),    # a new user namespace
+    "mount": call(165, 0, 0, 0, 0, 0),
+    "bpf": call(321, 0, 0, 0),
+    "perf": call(298, 0, 0, -1, -1, 0),
+    "status": open("/proc/self/status").read(),
+}))
+"""
+
+
+async def test_a_user_namespace_and_a_seccomp_filter_and_the_cpu_is_capped(
+    make_backend: Callable[..., LocalBackend],
+) -> None:
+    """One sandbox held to a twentieth of a CPU: its user is mapped to an unused host uid, the
+    filter is installed and refuses (EPERM) what an escape would use while ordinary work
+    (threads, forks) still runs, and a busy loop is throttled by its cgroup."""
+    import errno
+    import json
+
+    from sandboxes.local.cgroups import SandboxCgroups
+    from sandboxes.local.layout import Layout, cgroup_name
+
+    backend = make_backend(qai_sandbox_cpus=0.05)  # low: throttled even on a loaded host
+    sbx = await backend.create("tiny", timeout=300)
+    try:
+        await sbx.files.write("syscalls.py", SYSCALLS)
+        found = json.loads(await run_ok(sbx, "python3 syscalls.py"))
+        assert "Seccomp:\t2" in found.pop("status")  # a filter is installed
+        for name, (rc, err) in found.items():
+            assert (rc, err) == (-1, errno.EPERM), (name, rc, err)
+        # The sandbox user is mapped through a user namespace: uid 1000 inside is host uid
+        # 201000, its root host uid 200000; neither is anyone on the host.
+        uid_map = (await run_ok(sbx, "cat /proc/self/uid_map")).split()
+        assert uid_map == ["0", "200000", "65536"]
+        assert (await run_ok(sbx, "id -u; echo x > mine.txt")).strip() == "1000"
+        layout = Layout(backend.root / sbx.sandbox_id)
+        mine = (layout.disk / "upper" / "mine.txt").stat()
+        assert (mine.st_uid, mine.st_gid) == (201_000, 201_000)
+        fds = (await run_ok(sbx, "ls /proc/self/fd")).split()
+        assert len(fds) <= 5, fds  # stdio and the listing's own: nothing of the supervisor's
+        threads = (
+            "python3 -c 'import threading; "
+            "t = threading.Thread(target=print, args=(1,)); t.start(); t.join()'"
+        )
+        assert (await run_ok(sbx, threads)).strip() == "1"
+        assert (await run_ok(sbx, "sh -c 'echo $(echo forked)'")).strip() == "forked"
+
+        groups = SandboxCgroups(cgroup_name(layout))
+        before = groups.cpu_stat()
+        assert before, "no cpu controller for the sandbox"
+        busy = (
+            "python3 -c 'import time\nend = time.monotonic() + 2\n"
+            "while time.monotonic() < end: pass\nprint(time.process_time())'"
+        )
+        cpu_seconds = float(await run_ok(sbx, busy))
+        after = groups.cpu_stat()
+        assert after["nr_throttled"] > before.get("nr_throttled", 0)
+        assert cpu_seconds < 0.25  # 2 s of wall time at 0.05 CPU: 0.1 s (and slack)
+    finally:
+        await sbx.kill()

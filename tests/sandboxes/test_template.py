@@ -234,8 +234,8 @@ def test_real_build_is_ready_and_reused(built: Path) -> None:
     assert not (built / "template.json").exists()  # E2B files and the manifest stay behind
     assert not (built / "e2b.Dockerfile").exists()
     if os.geteuid() == 0:
-        assert (built.stat().st_uid, built.stat().st_gid) == (1000, 1000)
-        assert (built / "app" / "page.tsx").stat().st_uid == 1000
+        assert (built.stat().st_uid, built.stat().st_gid) == (201_000, 201_000)
+        assert (built / "app" / "page.tsx").stat().st_uid == 201_000
 
     assert ensure_template(get_settings()) == built
     after = marker.stat()

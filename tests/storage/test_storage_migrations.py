@@ -15,6 +15,7 @@ from alembic.runtime.migration import MigrationContext
 from sqlalchemy import text
 from sqlmodel import SQLModel
 
+from storage import sessions  # noqa: F401  (its table, like the others, must match)
 from storage.db import Database
 from storage.migrate import current_revision, head_revision, upgrade
 

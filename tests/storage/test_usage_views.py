@@ -51,7 +51,6 @@ def test_assistant_messages_carry_usage_and_user_messages_do_not() -> None:
 
 def test_the_conversation_shows_a_replys_usage_and_its_edits() -> None:
     from api.templating import render
-
     from api.ui.state import ProjectState
 
     reply = {

@@ -10,10 +10,14 @@
 (function () {
   const $ = (selector, root) => (root || document).querySelector(selector);
 
+  // A logged-in page carries its session's CSRF token; every change it asks for sends it.
+  const csrf = document.querySelector('meta[name="csrf-token"]');
+  const csrfHeaders = csrf ? { "X-CSRF-Token": csrf.content } : {};
+
   async function postJson(url, body) {
     const response = await fetch(url, {
       method: "POST",
-      headers: { "Content-Type": "application/json", Accept: "application/json" },
+      headers: { "Content-Type": "application/json", Accept: "application/json", ...csrfHeaders },
       body: body === undefined ? undefined : JSON.stringify(body),
       credentials: "same-origin",
     });
