@@ -55,8 +55,9 @@ class SiteGuardMiddleware:
 
         async def with_headers(message: dict) -> None:
             if message["type"] == "http.response.start":
-                message.setdefault("headers", [])
-                message["headers"] = list(message["headers"]) + SECURITY_HEADERS
+                present = {name.lower() for name, _ in message.get("headers", [])}
+                added = [(name, value) for name, value in SECURITY_HEADERS if name not in present]
+                message["headers"] = list(message.get("headers", [])) + added
             await send(message)
 
         await self.app(scope, receive, with_headers)
