@@ -21,6 +21,7 @@ from temporalio.client import Client
 from temporalio.exceptions import ApplicationError
 from temporalio.worker import Worker
 
+from activities.browser import BrowserActivities, SharedBrowser
 from activities.checks import CheckActivities
 from activities.deletion import DeletionActivities
 from activities.llm import LlmActivities
@@ -50,8 +51,10 @@ def host_task_queue(task_queue: str, host_id: str) -> str:
     return f"{task_queue}-on-{host_id}"
 
 
-def activities_for(services: Services, host_queue: str) -> list[Any]:
-    """Every activity of the worker, bound to the shared clients."""
+def activities_for(
+    services: Services, host_queue: str, browser: SharedBrowser | None = None
+) -> list[Any]:
+    """Every activity of the worker, bound to the shared clients (and its one browser)."""
     sandbox = SandboxActivities(services, host_queue)
     previews = PreviewActivities(services, sandbox)
     llm = LlmActivities(services)
@@ -60,6 +63,7 @@ def activities_for(services: Services, host_queue: str) -> list[Any]:
     versions = VersionActivities(services)
     deletion = DeletionActivities(services)
     checks = CheckActivities(services)
+    browser_checks = BrowserActivities(services, browser or SharedBrowser())
     return [
         sandbox.acquire_sandbox,
         sandbox.hydrate_sandbox,
@@ -75,6 +79,8 @@ def activities_for(services: Services, host_queue: str) -> list[Any]:
         checks.check_types,
         checks.check_routes,
         checks.check_server_log,
+        browser_checks.check_browser,
+        browser_checks.take_screenshot,
         persistence.start_run,
         persistence.save_reply,
         versions.restore_version,
@@ -91,7 +97,8 @@ class Workers:
         shared = task_queue or services.settings.qai_task_queue
         self.task_queue = shared
         self.host_queue = host_task_queue(shared, services.settings.host_id)
-        activities = activities_for(services, self.host_queue)
+        self.browser = SharedBrowser()
+        activities = activities_for(services, self.host_queue, self.browser)
         options: dict[str, Any] = {
             "interceptors": [LogContextInterceptor()],
             "max_concurrent_activities": 20,
@@ -112,7 +119,10 @@ class Workers:
         return self
 
     async def __aexit__(self, *exc_info: object) -> None:
-        await self._stack.aclose()
+        try:
+            await self._stack.aclose()
+        finally:
+            await self.browser.close()
 
 
 def build_workers(client: Client, services: Services, *, task_queue: str | None = None) -> Workers:

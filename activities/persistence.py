@@ -76,6 +76,8 @@ class SaveReplyInput(BaseModel):
     sandbox_url: str | None = None
     iterations: int = 0
     checks: ChecksReport | None = None
+    screenshot_id: uuid.UUID | None = None
+    """The final draft's screenshot (`take_screenshot`), if one was taken."""
 
 
 class CheckFeedbackInput(BaseModel):
@@ -273,4 +275,5 @@ class PersistenceActivities:
             files=files,
             summary=input.content,
             checks=input.checks.model_dump(mode="json") if input.checks else None,
+            screenshot_id=input.screenshot_id,
         )

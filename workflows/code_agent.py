@@ -19,6 +19,12 @@ from temporalio.exceptions import ActivityError, ApplicationError, CancelledErro
 from temporalio.exceptions import TimeoutError as StepTimeoutError
 
 with workflow.unsafe.imports_passed_through():
+    from activities.browser import (
+        BrowserActivities,
+        BrowserCheckInput,
+        ScreenshotInput,
+        ScreenshotResult,
+    )
     from activities.checks import CheckActivities, CheckInput, LogCheckInput
     from activities.errors import SANDBOX_GONE
     from activities.llm import (
@@ -103,6 +109,12 @@ CHECKS_PATCH = "check-the-draft"
 FIX_ROUND_ITERATIONS = 6
 """Iterations a fix round may use, on top of QAI_MAX_ITERATIONS: fixing never ends a run."""
 """The preview is checked before the RESULT is saved; the title can only fall back."""
+
+
+BROWSER_CHECK_PATCH = "check-in-a-browser"
+"""A fourth check opens the changed routes in Chromium."""
+SCREENSHOT_PATCH = "version-screenshots"
+"""The final draft's `/` is photographed when the browser check ran, and saved with it."""
 
 
 HOST_QUEUES_PATCH = "host-task-queues"
@@ -242,9 +254,12 @@ class CodeAgentWorkflow:
             return await self._save_error(input, lease, text, iteration)
 
         checks = None
+        screenshot_id = None
         if workflow.patched(CHECKS_PATCH):
             summary, checks = await self._verify(input, run, summary)
             lease, iteration = self._lease, self._iteration
+            if "browser" in checks.ran and workflow.patched(SCREENSHOT_PATCH):
+                screenshot_id = await self._screenshot(input, str(input.message_id))
 
         self._progress.phase = "saving"
         if not workflow.patched(OPTIONAL_STEPS_PATCH):  # runs from before this change
@@ -264,7 +279,14 @@ class CodeAgentWorkflow:
             workflow.logger.warning("saving the result without a live preview: %s", error)
         title = await self._title(input, run, summary, may_fail=False)
         saved = await self._save(
-            input, lease, ReplyStatus.RESULT, summary, iteration, title=title, checks=checks
+            input,
+            lease,
+            ReplyStatus.RESULT,
+            summary,
+            iteration,
+            title=title,
+            checks=checks,
+            screenshot_id=screenshot_id,
         )
         return self._result(saved, lease, title, iteration)
 
@@ -354,7 +376,34 @@ class CodeAgentWorkflow:
         routes = await self._check(CheckActivities.check_routes, target, "routes")
         log_input = LogCheckInput(sandbox_id=self._lease.sandbox_id, since=routes.log_offset or 0)
         server_log = await self._check(CheckActivities.check_server_log, log_input, "server log")
-        return [types, routes, server_log]
+        if not workflow.patched(BROWSER_CHECK_PATCH):
+            return [types, routes, server_log]
+        browser_input = BrowserCheckInput(
+            project_id=input.project_id,
+            run_id=input.message_id,
+            sandbox_id=self._lease.sandbox_id,
+        )
+        browser = await self._check(BrowserActivities.check_browser, browser_input, "browser")
+        return [types, routes, server_log, browser]
+
+    async def _screenshot(self, input: AgentRunInput, key: str) -> uuid.UUID | None:
+        """The final draft's picture; none (never a failed run) when it cannot be taken."""
+        try:
+            shot: ScreenshotResult = await workflow.execute_activity_method(
+                BrowserActivities.take_screenshot,
+                ScreenshotInput(
+                    project_id=input.project_id, sandbox_id=self._lease.sandbox_id, key=key
+                ),
+                start_to_close_timeout=timedelta(minutes=2),
+                heartbeat_timeout=timedelta(seconds=60),
+                retry_policy=RetryPolicy(maximum_attempts=2),
+                summary="screenshot",
+                **self._on_host(),
+            )
+        except ActivityError as error:
+            workflow.logger.warning("no screenshot: %s", _failure_text(error))
+            return None
+        return shot.screenshot_id
 
     async def _check(self, activity: Any, input: BaseModel, name: str) -> CheckResult:
         try:
@@ -553,6 +602,7 @@ class CodeAgentWorkflow:
         iterations: int,
         title: str | None = None,
         checks: ChecksReport | None = None,
+        screenshot_id: uuid.UUID | None = None,
     ) -> SavedReply:
         return await workflow.execute_activity_method(
             PersistenceActivities.save_reply,
@@ -566,6 +616,7 @@ class CodeAgentWorkflow:
                 sandbox_url=lease.url if lease else None,
                 iterations=iterations,
                 checks=checks,
+                screenshot_id=screenshot_id,
             ),
             start_to_close_timeout=timedelta(seconds=30),
             retry_policy=RetryPolicy(
