@@ -136,12 +136,14 @@ async def test_the_page_reaches_only_its_own_origin(shared_browser: SharedBrowse
             "http://203.0.113.9",  # an outside address
             "https://example.com",
         ]
-        async with preview({"/": reaching_page(targets)}) as origin:
-            async with shared_browser.page(origin) as (page, proxy):
-                await page.goto(origin + "/")
-                await page.wait_for_function("document.title.startsWith('done')", timeout=30_000)
-                assert await page.title() == "done own-ok"  # its own origin answers
-                refused = "\n".join(proxy.refused)
+        async with (
+            preview({"/": reaching_page(targets)}) as origin,
+            shared_browser.page(origin) as (page, proxy),
+        ):
+            await page.goto(origin + "/")
+            await page.wait_for_function("document.title.startsWith('done')", timeout=30_000)
+            assert await page.title() == "done own-ok"  # its own origin answers
+            refused = "\n".join(proxy.refused)
         for name, counter in counters.items():
             assert counter.connections == 0, f"the page reached the {name} stand-in"
         for target in targets:
