@@ -60,7 +60,10 @@ QUIET_SECONDS = 3.0
 """At most this long for the network to go quiet after `load`."""
 SETTLE_SECONDS = 0.5
 """Then this long for effects that run after the last request."""
-ROUTE_SECONDS = LOAD_SECONDS + QUIET_SECONDS + SETTLE_SECONDS + 10.0
+PENDING_SECONDS = 10.0
+"""Then at most this long for the page's own requests still open (a route compiling on first
+request, such as Next's not-found page, answers after seconds)."""
+ROUTE_SECONDS = LOAD_SECONDS + QUIET_SECONDS + SETTLE_SECONDS + PENDING_SECONDS + 5.0
 """A route's whole budget, whatever the page does."""
 MAP_SECONDS = 10.0
 MAX_ROUTES = 8
@@ -223,10 +226,11 @@ class BrowserActivities:
         started = time.monotonic()
         problems: list[bc.PageProblem] = []
         async with self._browser.page(origin) as (page, _proxy):
-            _collect(page, origin, problems)
+            pending = _collect(page, origin, problems)
             try:
                 async with asyncio.timeout(ROUTE_SECONDS):
                     await _visit(page, origin + route, problems)
+                    await _answered(pending)
                     stacks = await _console_stacks(page)
                     overlay = await page.evaluate(bc.OVERLAY_SCRIPT)
             except TimeoutError:
@@ -299,7 +303,14 @@ class BrowserActivities:
         return None
 
 
-def _collect(page: Any, origin: str, problems: list[bc.PageProblem]) -> None:
+def _collect(page: Any, origin: str, problems: list[bc.PageProblem]) -> set[Any]:
+    """Record the page's problems into `problems`; returns its own requests still open."""
+    pending: set[Any] = set()
+
+    def on_request(request: Any) -> None:
+        if bc.reported_request(request.url, origin):
+            pending.add(request)
+
     def on_error(error: Any) -> None:
         problems.append(
             bc.PageProblem(kind="uncaught", text=error.message or str(error), stack=error.stack)
@@ -316,6 +327,7 @@ def _collect(page: Any, origin: str, problems: list[bc.PageProblem]) -> None:
             problems.append(bc.PageProblem(kind="request", text=text))
 
     def on_failed(request: Any) -> None:
+        pending.discard(request)
         failure = request.failure or ""
         if "ERR_ABORTED" in failure or not bc.reported_request(request.url, origin):
             return
@@ -324,8 +336,22 @@ def _collect(page: Any, origin: str, problems: list[bc.PageProblem]) -> None:
 
     page.on("pageerror", on_error)
     page.on("console", on_console)
+    page.on("request", on_request)
+    page.on("requestfinished", lambda request: pending.discard(request))
     page.on("response", on_response)
     page.on("requestfailed", on_failed)
+    return pending
+
+
+async def _answered(pending: set[Any]) -> None:
+    """Until the page's own open requests are answered (bounded), then settle once more."""
+    deadline = time.monotonic() + PENDING_SECONDS
+    waited = False
+    while pending and time.monotonic() < deadline:
+        waited = True
+        await asyncio.sleep(0.1)
+    if waited:
+        await asyncio.sleep(SETTLE_SECONDS)
 
 
 def _path(url: str) -> str:

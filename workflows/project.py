@@ -28,6 +28,7 @@ from temporalio.common import (
 from temporalio.exceptions import ActivityError, ChildWorkflowError
 
 with workflow.unsafe.imports_passed_through():
+    from activities.browser import BrowserActivities, ScreenshotInput
     from activities.deletion import DeleteProjectInput, DeletionActivities
     from activities.persistence import (
         PersistenceActivities,
@@ -59,6 +60,8 @@ PROJECT_ID = SearchAttributeKey.for_keyword("QaiProjectId")
 
 SAVE_FAILED_RUN_PATCH = "save-reply-of-failed-run"
 PREVIEWS_PATCH = "preview-lifecycle"
+RESTORE_SCREENSHOT_PATCH = "restore-screenshot"
+"""A restored version is photographed too (best effort: a restore never fails for it)."""
 """Previews revive on request and hibernate when quiet; sandbox work runs on its host."""
 
 
@@ -453,6 +456,8 @@ class ProjectWorkflow:
             self._keep_sandbox(lease)
         else:
             self._sandbox_id = lease.sandbox_id
+        if workflow.patched(RESTORE_SCREENSHOT_PATCH):
+            await self._restored_screenshot(request, lease, restored)
         return MessageOutcome(
             message_id=request.message_id,
             workflow_id=run_id,
@@ -462,6 +467,27 @@ class ProjectWorkflow:
             sandbox_url=lease.url,
             title=restored.title,
         )
+
+    async def _restored_screenshot(
+        self, request: RestoreVersion, lease: SandboxLease, restored: RestoredVersion
+    ) -> None:
+        try:
+            await workflow.execute_activity_method(
+                BrowserActivities.take_screenshot,
+                ScreenshotInput(
+                    project_id=self._project_id,
+                    sandbox_id=lease.sandbox_id,
+                    key=f"restore-{request.message_id}",
+                    fragment_message_id=restored.message_id,
+                ),
+                start_to_close_timeout=timedelta(minutes=2),
+                heartbeat_timeout=timedelta(seconds=60),
+                retry_policy=RetryPolicy(maximum_attempts=2),
+                summary="screenshot of the restored version",
+                **(on_host(lease.task_queue) if self._previews else {}),
+            )
+        except ActivityError as error:
+            workflow.logger.warning("no screenshot of the restored version: %s", error.cause)
 
     @workflow.query
     def status(self) -> ProjectStatus:
