@@ -89,7 +89,7 @@ MODEL_TOKENS = Counter(
 TOOL_OUTCOMES = ("ok", "failed", "error")
 """ok; failed: the tool ran and reported a failure to the model; error: the sandbox failed."""
 TOOL_CALLS = Counter("qai_tool_calls", "Tool calls, by tool and outcome.", ["tool", "outcome"])
-CHECK_NAMES = ("types", "routes", "server log")
+CHECK_NAMES = ("types", "routes", "server log", "browser")
 CHECKS = Counter("qai_checks", "Check activities, by check and status.", ["check", "status"])
 RUN_CHECKS = Counter(
     "qai_run_checks", "Runs' checks reports (on RESULT replies), by overall status.", ["status"]

@@ -17,6 +17,7 @@ import uuid
 import pytest
 from playwright.async_api import async_playwright
 
+from runtime.processes import free_port
 from storage import screenshots
 from tests.browser.test_browser_check import pytestmark as needs_chromium
 from tests.workflows.conftest import preview_text
@@ -113,7 +114,14 @@ async def test_browser_errors_are_fixed_and_an_edit_hot_reloads_through_the_stab
             ],
         },
     }
-    async with agent_harness(script) as (harness, llm):
+    # A public-style QAI_PREVIEW_URL whose domain the template does not list (`*.localhost`
+    # matches one label): hot reload works because the gateway presents an accepted origin.
+    port = free_port()
+    public = {
+        "qai_preview_port": port,
+        "qai_preview_url": f"http://{{project_id}}.apps.localhost:{port}",
+    }
+    async with agent_harness(script, **public) as (harness, llm):
         project_id, message_id = await harness.new_project("Build four pages")
         outcome = await harness.submit(project_id, message_id)
         assert outcome.status.value == "RESULT", outcome.content
@@ -142,7 +150,7 @@ async def test_browser_errors_are_fixed_and_an_edit_hot_reloads_through_the_stab
         print(f"screenshot: {len(image.data)} bytes")
 
         url = outcome.sandbox_url
-        assert url.startswith(f"http://{project_id}.preview.localhost:")
+        assert url == f"http://{project_id}.apps.localhost:{port}/"
         await preview_text(url, first_marker)
         async with async_playwright() as playwright:
             browser = await playwright.chromium.launch(

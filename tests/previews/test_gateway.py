@@ -214,6 +214,7 @@ async def test_another_hosts_sandbox_is_reached_through_that_hosts_gateway(
             "connection": seen["connection"],
             "hop": "1",
             "path": "/x",
+            "origin": None,
         }
 
 
