@@ -13,26 +13,25 @@ import asyncio
 import base64
 import contextlib
 import time
-import uuid
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from pathlib import Path
 from typing import Any
 
 import httpx
-from pydantic import BaseModel
 from temporalio import activity
 
 from activities.browser_proxy import OriginProxy
 from activities.checks import changed_routes
 from activities.heartbeat import heartbeating
-from activities.sandbox import PREVIEW_PORT
+from activities.sandbox_service import preview_port
 from activities.services import Services
 from agent import browser_checks as bc
 from agent.checks import CheckResult, CheckStatus
+from contract import BrowserCheckInput, ScreenshotInput, ScreenshotResult
 from runtime import metrics
 from sandboxes.base import SandboxError, SandboxNotFoundError
-from sandboxes.template import load_manifest
+from sandboxes.manifest import load_manifest
 from storage import screenshots
 
 CHROMIUM = Path("/usr/bin/chromium")
@@ -70,28 +69,6 @@ MAX_ROUTES = 8
 """Routes opened per check; the rest were still requested by the routes check."""
 SCREENSHOT_MAX_BYTES = 300 * 1024
 WEBP_QUALITIES = (80, 60, 40, 20)
-
-
-class BrowserCheckInput(BaseModel):
-    project_id: uuid.UUID
-    run_id: uuid.UUID
-    sandbox_id: str
-
-
-class ScreenshotInput(BaseModel):
-    project_id: uuid.UUID
-    sandbox_id: str
-    key: str
-    """Names the screenshot for idempotence (the run's id, or the restore's message id)."""
-    fragment_message_id: uuid.UUID | None = None
-    """The saved message whose fragment gets this screenshot (restores; a run's reply is saved
-    after its screenshot and names it itself)."""
-
-
-class ScreenshotResult(BaseModel):
-    screenshot_id: uuid.UUID | None = None
-    reason: str | None = None
-    """Why there is none."""
 
 
 class BrowserUnavailable(Exception):
@@ -209,7 +186,7 @@ class BrowserActivities:
         routes = routes[:MAX_ROUTES]
         try:
             sandbox = await self._services.sandboxes.connect(input.sandbox_id)
-            origin = sandbox.preview_url(PREVIEW_PORT).rstrip("/")
+            origin = sandbox.preview_url(preview_port()).rstrip("/")
             async with heartbeating():
                 per_route = [await self._check_route(origin, route) for route in routes]
         except SandboxNotFoundError as error:
@@ -260,7 +237,7 @@ class BrowserActivities:
         """`/` at 1280x800 as WebP (at most 300 KB), stored once under `input.key`."""
         try:
             sandbox = await self._services.sandboxes.connect(input.sandbox_id)
-            origin = sandbox.preview_url(PREVIEW_PORT).rstrip("/")
+            origin = sandbox.preview_url(preview_port()).rstrip("/")
             async with heartbeating(), asyncio.timeout(ROUTE_SECONDS + 20):
                 image = await self._capture(origin)
         except SandboxError as error:
