@@ -42,7 +42,10 @@ from contract import (
     RecordedMessage,
     RecordMessageInput,
     ReplyStatus,
+    RestoredVersion,
     RestoredWorkspace,
+    RestoreVersion,
+    RestoreVersionInput,
     RestoreWorkspaceInput,
     SandboxErrorType,
     SandboxLease,
@@ -203,6 +206,12 @@ class StandIns:
             self.calls.append(("take_screenshot", input))
             return ScreenshotResult(screenshot_id=self.screenshot_id)
 
+        @activity.defn(name="restore_version")
+        async def restore_version(input: RestoreVersionInput) -> RestoredVersion:
+            self.calls.append(("restore_version", input))
+            self.restored = RestoredVersion(message_id=uuid.uuid4(), title="Todo app", files=1)
+            return self.restored
+
         @activity.defn(name="add_check_feedback")
         async def add_check_feedback(input: CheckFeedbackInput) -> None:
             self.calls.append(("add_check_feedback", input))
@@ -247,6 +256,7 @@ class StandIns:
             check_server_log,
             check_browser,
             take_screenshot,
+            restore_version,
             add_check_feedback,
             generate_title,
             save_reply,
@@ -455,6 +465,23 @@ async def test_cancel_saves_a_cancelled_error_reply(env) -> None:
         True,
     )
     assert not stand_ins.named("run_tool")
+
+
+async def test_a_restored_version_gets_its_screenshot(env) -> None:
+    stand_ins = StandIns([summary_turn("One.")])
+    async with project(env, stand_ins) as (send, project_id):
+        await send("first")
+        await replies(stand_ins, 1)
+        handle = env.client.get_workflow_handle(project_workflow_id(project_id))
+        restore = RestoreVersion(message_id=uuid.uuid4(), fragment_id=uuid.uuid4())
+        await handle.signal(ProjectWorkflow.restore, restore)
+        async with asyncio.timeout(30):
+            while len(stand_ins.named("take_screenshot")) < 2:  # the run's, then the restore's
+                await asyncio.sleep(0.05)
+    shot = stand_ins.named("take_screenshot")[1]
+    assert shot.key == f"restore-{restore.message_id}"
+    assert shot.fragment_message_id == stand_ins.restored.message_id  # the restored fragment
+    assert shot.sandbox_id == stand_ins.named("restore_version")[0].sandbox_id
 
 
 async def test_the_project_continues_as_new_with_its_state(env) -> None:
