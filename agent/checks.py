@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import hashlib
 import re
+import uuid
 from collections.abc import Iterable, Sequence
 from enum import StrEnum
 
@@ -62,6 +63,8 @@ class CheckResult(BaseModel):
     """Why the check was skipped."""
     log_offset: int | None = None
     """(routes) the server log's size before the routes were requested."""
+    screenshot_id: uuid.UUID | None = None
+    """(browser) the screenshot of `/` taken while it was checked, if it was."""
 
 
 class ChecksReport(BaseModel):

@@ -95,6 +95,8 @@ class CodeAgentWorkflow:
         )
         self._iteration = 0
         self._sandbox: SandboxSession | None = None
+        self._checked_screenshot: uuid.UUID | None = None
+        """The last browser check's screenshot of `/` (each round's replaces the last)."""
 
     @workflow.query
     def progress(self) -> RunProgress:
@@ -161,8 +163,8 @@ class CodeAgentWorkflow:
             return await self._save_error(input, text)
 
         summary, checks = await self._verify(input, run, summary)
-        screenshot_id = None
-        if "browser" in checks.ran and workflow.patched(SCREENSHOT_PATCH):
+        screenshot_id = self._checked_screenshot  # `/` as the last browser check saw it
+        if screenshot_id is None and "browser" in checks.ran and workflow.patched(SCREENSHOT_PATCH):
             assert self._sandbox is not None and self._sandbox.lease is not None
             lease = self._sandbox.lease
             screenshot_id = await take_screenshot(
@@ -289,6 +291,7 @@ class CodeAgentWorkflow:
             sandbox_id=self._sandbox.lease.sandbox_id,
         )
         browser = await self._check(BrowserActivities.check_browser, browser_input, "browser")
+        self._checked_screenshot = browser.screenshot_id
         return [types, routes, server_log, browser]
 
     async def _check(self, activity: Any, input: BaseModel, name: str) -> CheckResult:

@@ -97,8 +97,10 @@ class StandIns:
         max_sandbox_replacements: int = 2,
         fix_attempts: int = 2,
         browser: CheckStatus = CheckStatus.PASSED,
+        checked_shot: uuid.UUID | None = None,
     ) -> None:
         self.browser = browser
+        self.checked_shot = checked_shot
         self.screenshot_id = uuid.uuid4()
         self.turns = list(turns)
         self.types = list(types or [])
@@ -199,7 +201,9 @@ class StandIns:
         async def check_browser(input: BrowserCheckInput) -> CheckResult:
             self.calls.append(("check_browser", input))
             reason = "no browser" if self.browser == CheckStatus.SKIPPED else None
-            return CheckResult(name="browser", status=self.browser, reason=reason)
+            return CheckResult(
+                name="browser", status=self.browser, reason=reason, screenshot_id=self.checked_shot
+            )
 
         @activity.defn(name="take_screenshot")
         async def take_screenshot(input: ScreenshotInput) -> ScreenshotResult:
@@ -355,6 +359,18 @@ async def test_the_router_loop_runs_tools_until_the_summary_then_checks_and_save
     assert {t.max_iterations for t in stand_ins.named("agent_turn")} == {MAX_ITERATIONS}
     assert {t.max_iterations for t in stand_ins.named("run_tool")} == {MAX_ITERATIONS}
     assert stand_ins.named("check_server_log")[0].since == 7  # where the route check began
+
+
+async def test_the_browser_checks_own_screenshot_of_the_home_page_is_kept(env) -> None:
+    shot = uuid.uuid4()
+    stand_ins = StandIns(
+        [tool_turn("createOrUpdateFiles"), summary_turn("Built.")], checked_shot=shot
+    )
+    async with project(env, stand_ins) as (send, _):
+        await send()
+        (reply,) = await replies(stand_ins, 1)
+    assert reply.screenshot_id == shot
+    assert stand_ins.named("take_screenshot") == []  # no second visit of `/`
 
 
 async def test_a_skipped_browser_check_takes_no_screenshot_and_fails_nothing(env) -> None:
