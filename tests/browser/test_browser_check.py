@@ -75,8 +75,9 @@ async def preview(pages: dict[str, str]) -> AsyncIterator[str]:
         await runner.cleanup()
 
 
-@pytest.fixture
+@pytest.fixture(scope="module")
 async def shared_browser() -> AsyncIterator[SharedBrowser]:
+    """One Chromium for the module, as a worker has one."""
     browser = SharedBrowser()
     try:
         yield browser
