@@ -284,6 +284,11 @@ async def test_a_remote_target_is_asked_under_its_own_host_name(
         assert seen["host"] == "127.0.0.2"
         assert seen["connection"] == "close"
         assert seen["hop"] is None
+        # The hot-reload socket of the preview's own page: its origin is accepted there too.
+        own = {**headers, "Origin": f"http://{headers['Host']}"}
+        async with http.get(gateway_address(settings) + "/_next/webpack-hmr", headers=own) as hmr:
+            seen = await hmr.json()
+        assert (seen["host"], seen["origin"]) == ("127.0.0.2", "http://localhost")
 
 
 @pytest.mark.parametrize("port_taken", [True])
