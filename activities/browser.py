@@ -24,6 +24,7 @@ from temporalio import activity
 
 from activities.browser_proxy import OriginProxy
 from activities.checks import changed_routes
+from activities.events import emit
 from activities.heartbeat import heartbeating
 from activities.sandbox_service import preview_port
 from activities.services import Services
@@ -33,7 +34,9 @@ from contract import BrowserCheckInput, ScreenshotInput, ScreenshotResult
 from runtime import metrics
 from sandboxes.base import SandboxError, SandboxNotFoundError
 from sandboxes.manifest import load_manifest
-from storage import screenshots
+from storage import queries, screenshots
+from storage.events import EventKind
+from storage.views import message_view
 
 CHROMIUM = Path("/usr/bin/chromium")
 CHROMIUM_ARGS = [
@@ -265,10 +268,18 @@ class BrowserActivities:
             return ScreenshotResult(reason="the page did not settle")
         if image is None:
             return ScreenshotResult(reason="the image was too large")
-        key, message = input.key, input.fragment_message_id
-        return ScreenshotResult(
-            screenshot_id=await self._store(key, input.project_id, image, message)
-        )
+        key, message_id = input.key, input.fragment_message_id
+        screenshot_id = await self._store(key, input.project_id, image, message_id)
+        if message_id is not None:  # a saved version now has its picture: pages show it
+            await self._announce(message_id)
+        return ScreenshotResult(screenshot_id=screenshot_id)
+
+    async def _announce(self, message_id: uuid.UUID) -> None:
+        async with self._services.db.session() as session:
+            message = await queries.get_message(session, message_id)
+        if message is not None and message.fragment is not None:
+            key = f"message:{message.id}:screenshot"
+            await emit(self._services.db, message.id, EventKind.MESSAGE, key, message_view(message))
 
     async def _store(
         self, key: str, project_id: uuid.UUID, image: bytes, message: uuid.UUID | None
