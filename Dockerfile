@@ -1,7 +1,8 @@
 # One image for the qai worker (`python worker.py`, the default) and the API (`python -m api`).
 # Node 20 and npm build the sandbox template; Debian's Python 3.11 runs qai; bubblewrap,
 # iproute2 and procps are what local sandboxes need (they also need root and privileged mounts:
-# see deploy/k8s/README.md). With QAI_SANDBOX_BACKEND=e2b none of that is used.
+# see deploy/k8s/README.md). With QAI_SANDBOX_BACKEND=e2b none of that is used. Chromium runs
+# the browser check of drafts (Playwright drives it; nothing downloads a browser).
 FROM node:20-bookworm-slim
 
 SHELL ["/bin/bash", "-o", "pipefail", "-c"]
@@ -10,7 +11,7 @@ SHELL ["/bin/bash", "-o", "pipefail", "-c"]
 # hadolint ignore=DL3008
 RUN apt-get update \
     && apt-get install -y --no-install-recommends \
-        python3 python3-venv bubblewrap iproute2 procps ca-certificates git \
+        python3 python3-venv bubblewrap iproute2 procps ca-certificates git chromium \
     && rm -rf /var/lib/apt/lists/*
 
 COPY --from=ghcr.io/astral-sh/uv:0.13 /uv /usr/local/bin/uv

@@ -318,6 +318,8 @@ class SaveReplyInput(BaseModel):
     max_iterations: int = 0
     """The run's limit, as recorded in history (for progress events)."""
     checks: ChecksReport | None = None
+    screenshot_id: uuid.UUID | None = None
+    """The final draft's screenshot (`take_screenshot`), if one was taken."""
     cancelled: bool = False
     """The run ended because it was cancelled on request (an ERROR told apart in metrics)."""
 
@@ -407,6 +409,28 @@ class LogCheckInput(BaseModel):
     sandbox_id: str
     since: int
     """Byte offset of the server log where this round of checks began."""
+
+
+class BrowserCheckInput(BaseModel):
+    project_id: uuid.UUID
+    run_id: uuid.UUID
+    sandbox_id: str
+
+
+class ScreenshotInput(BaseModel):
+    project_id: uuid.UUID
+    sandbox_id: str
+    key: str
+    """Names the screenshot for idempotence (the run's id, or the restore's message id)."""
+    fragment_message_id: uuid.UUID | None = None
+    """The saved message whose fragment gets this screenshot (restores; a run's reply is saved
+    after its screenshot and names it itself)."""
+
+
+class ScreenshotResult(BaseModel):
+    screenshot_id: uuid.UUID | None = None
+    reason: str | None = None
+    """Why there is none."""
 
 
 # --- sandbox activities -----------------------------------------------------------------------

@@ -21,6 +21,7 @@ from temporalio.client import Client
 from temporalio.exceptions import ApplicationError
 from temporalio.worker import Worker
 
+from activities.browser import BrowserActivities, SharedBrowser
 from activities.checks import CheckActivities
 from activities.deletion import DeletionActivities
 from activities.llm import LlmActivities
@@ -52,8 +53,10 @@ def host_queue_name(task_queue: str, host_id: str) -> str:
     return f"{task_queue}-on-{host_id}"
 
 
-def activities_for(services: Services, host_queue: str) -> list[Any]:
-    """Every activity of the worker, bound to the shared clients."""
+def activities_for(
+    services: Services, host_queue: str, browser: SharedBrowser | None = None
+) -> list[Any]:
+    """Every activity of the worker, bound to the shared clients (and its one browser)."""
     sandboxes = SandboxService(services, host_queue)
     sandbox = SandboxActivities(services, sandboxes)
     previews = PreviewActivities(services, sandboxes)
@@ -64,6 +67,7 @@ def activities_for(services: Services, host_queue: str) -> list[Any]:
     deletion = DeletionActivities(services)
     checks = CheckActivities(services)
     uploads = UploadActivities(services)
+    browser_checks = BrowserActivities(services, browser or SharedBrowser())
     return [
         sandbox.acquire_sandbox,
         sandbox.restore_workspace,
@@ -78,6 +82,8 @@ def activities_for(services: Services, host_queue: str) -> list[Any]:
         checks.check_types,
         checks.check_routes,
         checks.check_server_log,
+        browser_checks.check_browser,
+        browser_checks.take_screenshot,
         persistence.start_run,
         persistence.save_reply,
         versions.restore_version,
@@ -95,7 +101,8 @@ class Workers:
         shared = task_queue or services.settings.qai_task_queue
         self.task_queue = shared
         self.host_queue = host_queue_name(shared, services.settings.host_id)
-        activities = activities_for(services, self.host_queue)
+        self.browser = SharedBrowser()
+        activities = activities_for(services, self.host_queue, self.browser)
         options: dict[str, Any] = {
             "interceptors": [LogContextInterceptor()],
             "max_concurrent_activities": 20,
@@ -116,7 +123,10 @@ class Workers:
         return self
 
     async def __aexit__(self, *exc_info: object) -> None:
-        await self._stack.aclose()
+        try:
+            await self._stack.aclose()
+        finally:
+            await self.browser.close()
 
 
 def build_workers(client: Client, services: Services, *, task_queue: str | None = None) -> Workers:

@@ -8,6 +8,7 @@ requested). A check that cannot run is `skipped` with its reason; it never fails
 from __future__ import annotations
 
 import asyncio
+import uuid
 from urllib.parse import urljoin, urlsplit
 
 import httpx
@@ -33,6 +34,7 @@ from contract import CheckInput, LogCheckInput
 from runtime import metrics
 from sandboxes.base import CommandFailedError, Sandbox, SandboxError, SandboxNotFoundError
 from storage import snapshots
+from storage.db import Database
 
 ROUTE_TIMEOUT_SECONDS = 120.0
 """A route's first request compiles it: seconds on a fresh dev server. Bounds the whole request
@@ -83,7 +85,7 @@ class CheckActivities:
     @activity.defn(name="check_routes")
     async def check_routes(self, input: CheckInput) -> CheckResult:
         """Every route the run added or changed must answer 200 without Next.js's error page."""
-        routes, dynamic = await self._changed_routes(input)
+        routes, dynamic = await changed_routes(self._services.db, input.project_id, input.run_id)
         try:
             sandbox = await self._services.sandboxes.connect(input.sandbox_id)
             async with heartbeating():
@@ -103,21 +105,22 @@ class CheckActivities:
         except SandboxError as error:
             return _skipped("server log", error)
 
-    async def _changed_routes(self, input: CheckInput) -> tuple[list[str], list[str]]:
-        """Routes of the pages this run added or changed; `/` too when other sources changed."""
-        async with self._services.db.session() as session:
-            now = await snapshots.latest(session, input.project_id, up_to_run=input.run_id)
-            before = await snapshots.latest(
-                session, input.project_id, up_to_run=input.run_id, before=True
-            )
-        if now is None:
-            return [], []
-        old = before.files if before else {}
-        changed = [path for path, data in now.files.items() if old.get(path) != data]
-        routes, dynamic = routes_of(changed)
-        if any(path.endswith(SOURCE_SUFFIXES) for path in changed) and "/" not in routes:
-            routes.insert(0, "/")
-        return routes, dynamic
+
+async def changed_routes(
+    db: Database, project_id: uuid.UUID, run_id: uuid.UUID
+) -> tuple[list[str], list[str]]:
+    """Routes of the pages this run added or changed; `/` too when other sources changed."""
+    async with db.session() as session:
+        now = await snapshots.latest(session, project_id, up_to_run=run_id)
+        before = await snapshots.latest(session, project_id, up_to_run=run_id, before=True)
+    if now is None:
+        return [], []
+    old = before.files if before else {}
+    changed = [path for path, data in now.files.items() if old.get(path) != data]
+    routes, dynamic = routes_of(changed)
+    if any(path.endswith(SOURCE_SUFFIXES) for path in changed) and "/" not in routes:
+        routes.insert(0, "/")
+    return routes, dynamic
 
 
 async def run_tsc(sandbox: Sandbox) -> CheckResult:

@@ -225,4 +225,5 @@ class PersistenceActivities:
             files=files,
             summary=input.content,
             checks=input.checks.model_dump(mode="json") if input.checks else None,
+            screenshot_id=input.screenshot_id,
         )

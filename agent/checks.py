@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import hashlib
 import re
+import uuid
 from collections.abc import Iterable, Sequence
 from enum import StrEnum
 
@@ -62,6 +63,8 @@ class CheckResult(BaseModel):
     """Why the check was skipped."""
     log_offset: int | None = None
     """(routes) the server log's size before the routes were requested."""
+    screenshot_id: uuid.UUID | None = None
+    """(browser) the screenshot of `/` taken while it was checked, if it was."""
 
 
 class ChecksReport(BaseModel):
@@ -73,6 +76,8 @@ class ChecksReport(BaseModel):
     """`check: reason` for each check that could not run."""
     rounds: int = 0
     """Fix rounds the model was given."""
+    ran: list[str] = []
+    """The checks that ran on the final draft (`types`, `routes`, `server_log`, `browser`)."""
 
 
 def bounded(issues: Iterable[CheckIssue]) -> list[CheckIssue]:
@@ -167,7 +172,8 @@ def feedback(issues: Sequence[CheckIssue]) -> str:
         body = body[:MAX_FEEDBACK_CHARS] + "\n[... more errors cut ...]"
     return (
         "Your work was checked before it reaches the user (tsc --noEmit, the routes you "
-        "changed requested through the preview, and the dev server's log). These errors "
+        "changed requested through the preview and opened in a browser, and the dev server's "
+        "log). These errors "
         f"remain:\n\n{body}\n\nFix these, then finish with <task_summary>."
     )
 
@@ -175,10 +181,11 @@ def feedback(issues: Sequence[CheckIssue]) -> str:
 def report(results: Sequence[CheckResult], rounds: int) -> ChecksReport:
     errors = bounded(issue for result in results for issue in result.issues)
     skipped = [f"{r.name}: {r.reason}" for r in results if r.status == CheckStatus.SKIPPED]
+    ran = [r.name.replace(" ", "_") for r in results if r.status != CheckStatus.SKIPPED]
     if errors:
         status = CheckStatus.FAILED
     elif all(r.status == CheckStatus.SKIPPED for r in results):
         status = CheckStatus.SKIPPED
     else:
         status = CheckStatus.PASSED
-    return ChecksReport(status=status, errors=errors, skipped=skipped, rounds=rounds)
+    return ChecksReport(status=status, errors=errors, skipped=skipped, rounds=rounds, ran=ran)

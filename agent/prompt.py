@@ -99,7 +99,8 @@ Rules:
 Checks:
 - When you finish, your work is checked before the user sees it: `tsc --noEmit` on the
   project, every route you added or changed is requested through the preview (it must answer
-  200 without an error page), and the dev server's log is read for errors.
+  200 without an error page) and opened in a browser (uncaught errors, console errors, failed
+  requests and hydration mismatches count), and the dev server's log is read for errors.
 - If anything fails, you get the errors with file and line. Fix them with the tools, then
   finish again with the <task_summary> block.
 

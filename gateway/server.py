@@ -45,6 +45,17 @@ MAX_HEAD = 64 * 1024
 CONNECT_TIMEOUT = 5.0
 WAKE_AGAIN_SECONDS = 10.0
 """A project is signalled at most this often while its preview starts."""
+ACCEPTED_DEV_ORIGIN = b"http://localhost"
+"""What the sandbox's dev server is shown as the origin of the preview's own dev requests.
+
+Next.js refuses its dev endpoints (`/_next/*`, `/__nextjs*`: assets and the hot-reload
+websocket) to origins outside `allowedDevOrigins`, and the preview's public origin is
+`<project>.preview.localhost` or whatever QAI_PREVIEW_URL names. Rather than bake every
+deployment's domain into the shared template (built once, and on E2B snapshotted with its dev
+server already running), the gateway, which knows the request came from the preview's own page,
+presents `localhost`: Next.js accepts it whatever next.config says, on local and E2B sandboxes.
+Requests from any other origin pass unchanged, so Next.js still refuses them."""
+DEV_PATHS = (b"/_next/", b"/__nextjs")
 
 
 async def count_previews(db: Database, host_id: str) -> None:
@@ -92,6 +103,10 @@ class RequestHead:
             if sep and key.strip().lower() == name:
                 return value.strip()
         return None
+
+    def path(self) -> bytes:
+        parts = self.lines[0].split(b" ")
+        return parts[1] if len(parts) > 1 else b""
 
     def render(self, *, set_headers: dict[bytes, bytes] | None = None) -> bytes:
         """The head again, with `set_headers` replacing (or added to) its headers."""
@@ -272,10 +287,12 @@ class PreviewGateway:
         else:
             upstream = upstream_for(row.target)
             outgoing = raw
+            changes = dev_origin_change(head)
             if upstream.rewrite_host:
-                changes = {b"host": upstream.host.encode()}
+                changes[b"host"] = upstream.host.encode()
                 if not websocket:  # one request per connection: each names the sandbox
                     changes[b"connection"] = b"close"
+            if changes:
                 outgoing = head.render(set_headers=changes)
             unreachable = None
         try:
@@ -379,6 +396,19 @@ class PreviewGateway:
         except (RPCError, OSError) as error:  # Temporal down: the page retries, and so do we
             self._woken.pop(project_id, None)
             log.warning("preview revival not requested", error=str(error))
+
+
+def dev_origin_change(head: RequestHead) -> dict[bytes, bytes]:
+    """`Origin` set to ACCEPTED_DEV_ORIGIN for the preview page's own requests to Next.js's dev
+    endpoints (its origin is the host it asks); nothing for any other request."""
+    origin = head.header(b"origin")
+    host = head.header(b"host")
+    if origin is None or host is None or not head.path().startswith(DEV_PATHS):
+        return {}
+    netloc = urlsplit(origin.decode("latin-1")).netloc.lower()
+    if netloc != host.decode("latin-1").strip().lower():
+        return {}
+    return {b"origin": ACCEPTED_DEV_ORIGIN}
 
 
 def _observe(watch: metrics.Stopwatch, outcome: str) -> None:

@@ -116,7 +116,7 @@ TOOL_CALLS = Counter("qai_tool_calls", "Tool calls, by tool and outcome.", ["too
 EDITS = Counter(
     "qai_edits", "editFiles edits, by outcome: applied or refused (nothing written).", ["outcome"]
 )
-CHECK_NAMES = ("types", "routes", "server log")
+CHECK_NAMES = ("types", "routes", "server log", "browser")
 CHECKS = Counter("qai_checks", "Check activities, by check and status.", ["check", "status"])
 RUN_CHECKS = Counter(
     "qai_run_checks", "Runs' checks reports (on RESULT replies), by overall status.", ["status"]

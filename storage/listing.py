@@ -19,16 +19,22 @@ from storage.models import Message
 _PAGE = sa.text(
     """
     SELECT p.id, p.name, p.created_at, p.updated_at,
-           lm.role, lm.type, lm.content, lm.created_at AS message_at, lf.sandbox_url
+           lm.role, lm.type, lm.content, lm.created_at AS message_at, lf.sandbox_url,
+           lf.title AS latest_title, ls.id AS screenshot_fragment_id
     FROM projects p
     LEFT JOIN LATERAL (
         SELECT m.role, m.type, m.content, m.created_at FROM messages m
         WHERE m.project_id = p.id ORDER BY m.created_at DESC, m.seq DESC LIMIT 1
     ) lm ON true
     LEFT JOIN LATERAL (
-        SELECT f.sandbox_url FROM messages m JOIN fragments f ON f.message_id = m.id
+        SELECT f.sandbox_url, f.title FROM messages m JOIN fragments f ON f.message_id = m.id
         WHERE m.project_id = p.id ORDER BY m.created_at DESC, m.seq DESC LIMIT 1
     ) lf ON true
+    LEFT JOIN LATERAL (
+        SELECT f.id FROM messages m JOIN fragments f ON f.message_id = m.id
+        WHERE m.project_id = p.id AND f.screenshot_id IS NOT NULL
+        ORDER BY m.created_at DESC, m.seq DESC LIMIT 1
+    ) ls ON true
     WHERE CAST(:after_at AS timestamptz) IS NULL
        OR (p.created_at, p.id) < (CAST(:after_at AS timestamptz), CAST(:after_id AS uuid))
     ORDER BY p.created_at DESC, p.id DESC
@@ -57,6 +63,10 @@ class ProjectRow:
     updated_at: datetime
     preview_url: str | None
     last_message: LastMessage | None
+    latest_title: str | None = None
+    """The latest version's title (the model's name for the app)."""
+    screenshot_fragment_id: uuid.UUID | None = None
+    """The latest version that has a screenshot."""
 
 
 def encode_cursor(row: ProjectRow) -> str:
@@ -93,6 +103,8 @@ async def page(
             last_message=LastMessage(r.role, r.type, r.content, r.message_at)
             if r.role is not None
             else None,
+            latest_title=r.latest_title,
+            screenshot_fragment_id=r.screenshot_fragment_id,
         )
         for r in result
     ]

@@ -86,6 +86,27 @@ class Project(SQLModel, table=True):
     updated_at: datetime = _updated_at()
 
 
+class Screenshot(SQLModel, table=True):
+    """A version's picture: `/` at desktop size, compressed (at most 300 KB)."""
+
+    __tablename__ = "screenshots"
+    __mapper_args__ = _MAPPER_ARGS
+
+    id: uuid.UUID = _id()
+    key: str = Field(sa_column=sa.Column(sa.Text, nullable=False, unique=True))
+    """Who took it (a run's id, a restore's message id): a retried activity stores it once."""
+    project_id: uuid.UUID = Field(
+        sa_column=sa.Column(
+            sa.Uuid, sa.ForeignKey("projects.id", ondelete="CASCADE"), nullable=False
+        )
+    )
+    media_type: str = Field(sa_type=sa.Text)
+    data: bytes = Field(sa_type=sa.LargeBinary)
+    width: int
+    height: int
+    created_at: datetime = _created_at()
+
+
 class Fragment(SQLModel, table=True):
     __tablename__ = "fragments"
     __mapper_args__ = _MAPPER_ARGS
@@ -105,6 +126,12 @@ class Fragment(SQLModel, table=True):
     summary: str | None = Field(default=None, sa_type=sa.Text)
     checks: dict[str, Any] | None = Field(default=None, sa_type=JSONB)
     """What the run's checks found (`agent.checks.ChecksReport`); None before checks existed."""
+    screenshot_id: uuid.UUID | None = Field(
+        default=None,
+        sa_column=sa.Column(
+            sa.Uuid, sa.ForeignKey("screenshots.id", ondelete="SET NULL"), nullable=True
+        ),
+    )
     created_at: datetime = _created_at()
     updated_at: datetime = _updated_at()
 
@@ -163,3 +190,4 @@ class FragmentData(BaseModel):
     files: dict[str, str]
     summary: str | None = None
     checks: dict[str, Any] | None = None
+    screenshot_id: uuid.UUID | None = None

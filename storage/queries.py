@@ -226,6 +226,7 @@ async def save_assistant_reply(
                 files=dict(fragment.files),
                 summary=fragment.summary,
                 checks=fragment.checks,
+                screenshot_id=fragment.screenshot_id,
             )
         if reply.type == MessageType.RESULT:
             project.conversation_summary = summarize(

@@ -71,6 +71,13 @@ def message_usage(message: Message, prices: Prices | None = None) -> dict[str, A
     )
 
 
+def screenshot_url(fragment: Fragment) -> str | None:
+    """Where the version's screenshot is served; None when it has none."""
+    if fragment.screenshot_id is None:
+        return None
+    return f"/api/fragments/{fragment.id}/screenshot"
+
+
 def fragment_view(fragment: Fragment) -> dict[str, Any]:
     """A fragment without file contents: the paths only."""
     return {
@@ -80,6 +87,7 @@ def fragment_view(fragment: Fragment) -> dict[str, Any]:
         "preview_url": fragment.sandbox_url or None,
         "paths": sorted(fragment.files),
         "checks": fragment.checks,
+        "screenshot_url": screenshot_url(fragment),
     }
 
 

@@ -9,6 +9,7 @@ short results only, while transcripts and files stay in PostgreSQL.
 from __future__ import annotations
 
 import asyncio
+import uuid
 from datetime import timedelta
 from typing import Any
 
@@ -18,6 +19,7 @@ from temporalio.common import RetryPolicy
 from temporalio.exceptions import ActivityError, CancelledError
 
 with workflow.unsafe.imports_passed_through():
+    from activities.browser import BrowserActivities
     from activities.checks import CheckActivities
     from activities.llm import LlmActivities
     from activities.persistence import PersistenceActivities
@@ -29,6 +31,7 @@ with workflow.unsafe.imports_passed_through():
         AgentRunResult,
         AgentTurnInput,
         AgentTurnResult,
+        BrowserCheckInput,
         CheckFeedbackInput,
         CheckInput,
         CheckResult,
@@ -40,16 +43,20 @@ with workflow.unsafe.imports_passed_through():
         SandboxLease,
         SavedReply,
         SaveReplyInput,
+        ScreenshotInput,
         StartRunInput,
         StartRunResult,
         TitleInput,
     )
     from workflows.policies import HEARTBEAT, MODEL_RETRY, QUICK, SAVE_RETRY, failure_text
     from workflows.sandbox_session import SandboxKeptDying, SandboxSession
+    from workflows.screenshots import SCREENSHOT_PATCH, take_screenshot
     from workflows.token_budget import BUDGET_PATCH, budget_error, budget_summary
 
 TITLE_SECONDS = 20
 """The title activity's whole budget; the model call inside has its own, shorter timeout."""
+BROWSER_CHECK_PATCH = "check-in-a-browser"
+"""A fourth check opens the changed routes in Chromium."""
 FIX_ROUND_ITERATIONS = 6
 """Model turns a fix round may use, on top of QAI_MAX_ITERATIONS: fixing never ends a run."""
 
@@ -90,6 +97,8 @@ class CodeAgentWorkflow:
         self._iteration = 0
         self._sandbox: SandboxSession | None = None
         self._budget_reached: str | None = None
+        self._checked_screenshot: uuid.UUID | None = None
+        """The last browser check's screenshot of `/` (each round's replaces the last)."""
 
     @workflow.query
     def progress(self) -> RunProgress:
@@ -164,6 +173,18 @@ class CodeAgentWorkflow:
             checks = report(await self._run_checks(input, run), 0)
         else:
             summary, checks = await self._verify(input, run, summary)
+        screenshot_id = self._checked_screenshot  # `/` as the last browser check saw it
+        if screenshot_id is None and "browser" in checks.ran and workflow.patched(SCREENSHOT_PATCH):
+            assert self._sandbox is not None and self._sandbox.lease is not None
+            lease = self._sandbox.lease
+            screenshot_id = await take_screenshot(
+                ScreenshotInput(
+                    project_id=input.project_id,
+                    sandbox_id=lease.sandbox_id,
+                    key=str(input.message_id),
+                ),
+                lease.host_queue,
+            )
 
         # The app is finished: nothing optional may lose it. The sandbox is checked first (and
         # replaced if it died), so the saved preview serves the app.
@@ -175,7 +196,14 @@ class CodeAgentWorkflow:
         except ActivityError as error:
             workflow.logger.warning("saving the result without a live preview: %s", error)
         title = await self._title(input, run, summary)
-        saved = await self._save(input, ReplyStatus.RESULT, summary, title=title, checks=checks)
+        saved = await self._save(
+            input,
+            ReplyStatus.RESULT,
+            summary,
+            title=title,
+            checks=checks,
+            screenshot_id=screenshot_id,
+        )
         return self._result(saved, title)
 
     async def _agent_loop(
@@ -268,7 +296,16 @@ class CodeAgentWorkflow:
             sandbox_id=self._sandbox.lease.sandbox_id, since=routes.log_offset or 0
         )
         server_log = await self._check(CheckActivities.check_server_log, log_input, "server log")
-        return [types, routes, server_log]
+        if not workflow.patched(BROWSER_CHECK_PATCH):
+            return [types, routes, server_log]
+        browser_input = BrowserCheckInput(
+            project_id=input.project_id,
+            run_id=input.message_id,
+            sandbox_id=self._sandbox.lease.sandbox_id,
+        )
+        browser = await self._check(BrowserActivities.check_browser, browser_input, "browser")
+        self._checked_screenshot = browser.screenshot_id
+        return [types, routes, server_log, browser]
 
     async def _check(self, activity: Any, input: BaseModel, name: str) -> CheckResult:
         assert self._sandbox is not None
@@ -322,6 +359,7 @@ class CodeAgentWorkflow:
         *,
         title: str | None = None,
         checks: ChecksReport | None = None,
+        screenshot_id: uuid.UUID | None = None,
         cancelled: bool = False,
     ) -> SavedReply:
         lease = self._lease
@@ -338,6 +376,7 @@ class CodeAgentWorkflow:
                 iterations=self._iteration,
                 max_iterations=self._progress.max_iterations,
                 checks=checks,
+                screenshot_id=screenshot_id,
                 cancelled=cancelled,
             ),
             start_to_close_timeout=timedelta(seconds=30),

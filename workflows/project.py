@@ -46,6 +46,7 @@ with workflow.unsafe.imports_passed_through():
         RestoreVersionInput,
         SandboxLease,
         SaveReplyInput,
+        ScreenshotInput,
         WakePreview,
         agent_run_workflow_id,
         restore_workflow_id,
@@ -53,6 +54,7 @@ with workflow.unsafe.imports_passed_through():
     from workflows.code_agent import CodeAgentWorkflow
     from workflows.policies import RECORD_RETRY, SANDBOX_RETRY, host_gone, on_host
     from workflows.preview_lifecycle import PreviewLifecycle
+    from workflows.screenshots import RESTORE_SCREENSHOT_PATCH, take_screenshot
 
 PROJECT_ID = SearchAttributeKey.for_keyword("QaiProjectId")
 
@@ -278,6 +280,14 @@ class ProjectWorkflow:
                 request.message_id, workflow_id, "The version could not be restored."
             )
         self._preview.keep(lease)
+        if workflow.patched(RESTORE_SCREENSHOT_PATCH):
+            shot = ScreenshotInput(
+                project_id=self._project_id,
+                sandbox_id=lease.sandbox_id,
+                key=f"restore-{request.message_id}",
+                fragment_message_id=restored.message_id,
+            )
+            await take_screenshot(shot, lease.host_queue)
         return MessageOutcome(
             message_id=request.message_id,
             workflow_id=workflow_id,

@@ -5,7 +5,7 @@ from __future__ import annotations
 import uuid
 from typing import Annotated, Any
 
-from fastapi import APIRouter, Depends, Response
+from fastapi import APIRouter, Depends, HTTPException, Response
 from fastapi.responses import StreamingResponse
 
 from api.archive import app_zip_chunks
@@ -14,8 +14,9 @@ from api.context import ApiContext, context_of
 from api.errors import not_found
 from api.routes.projects import parse_id
 from contract import RestoreVersion, project_workflow_id
-from storage import versions
+from storage import screenshots, versions
 from storage.models import Fragment
+from storage.views import screenshot_url
 from submission import signal_project
 
 router = APIRouter(prefix="/api/fragments", tags=["fragments"])
@@ -44,7 +45,25 @@ async def get_fragment(fragment_id: str, context: Context) -> dict[str, Any]:
         "preview_url": fragment.sandbox_url or None,
         "files": fragment.files,
         "checks": fragment.checks,
+        "screenshot_url": screenshot_url(fragment),
     }
+
+
+@router.get("/{fragment_id}/screenshot", response_class=Response)
+async def screenshot(fragment_id: str, context: Context) -> Response:
+    """The version's screenshot (`/` at 1280x800), or 404 when it has none."""
+    fragment = await fragment_or_404(context, fragment_id)
+    image = None
+    if fragment.screenshot_id is not None:
+        async with context.db.session() as session:
+            image = await screenshots.get(session, fragment.screenshot_id)
+    if image is None:
+        raise HTTPException(404, "this version has no screenshot")
+    return Response(
+        image.data,
+        media_type=image.media_type,
+        headers={"Cache-Control": "private, max-age=86400"},
+    )
 
 
 @router.get("/{fragment_id}/archive", response_class=Response, dependencies=[Depends(limit_action)])

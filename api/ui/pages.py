@@ -74,6 +74,10 @@ async def home(request: Request, context: Context) -> Response:
         {
             "id": str(row.project_id),
             "name": row.name,
+            "title": row.latest_title,
+            "screenshot_url": f"/api/fragments/{row.screenshot_fragment_id}/screenshot"
+            if row.screenshot_fragment_id
+            else None,
             "last_activity": row.last_message.created_at if row.last_message else row.updated_at,
             "state": _status(row),
         }

@@ -38,6 +38,7 @@ class Version:
     title: str
     created_at: datetime
     preview_url: str | None
+    screenshot_url: str | None = None
 
 
 @dataclass(frozen=True)
@@ -113,6 +114,7 @@ async def project_state(context: ApiContext, project_id: uuid.UUID) -> ProjectSt
             title=m["fragment"]["title"],
             created_at=datetime.fromisoformat(m["created_at"]),
             preview_url=m["fragment"]["preview_url"],
+            screenshot_url=m["fragment"].get("screenshot_url"),
         )
         for number, m in reversed(list(enumerate(oldest_first, start=1)))
     ]

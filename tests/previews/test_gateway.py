@@ -49,6 +49,7 @@ async def upstream(host: str = "127.0.0.1") -> AsyncIterator[str]:
                 "connection": request.headers.get("Connection"),
                 "hop": request.headers.get("X-Qai-Gateway-Hop"),
                 "path": request.path_qs,
+                "origin": request.headers.get("Origin"),
             }
         )
 
@@ -145,6 +146,35 @@ async def test_routes_by_host_name_relays_websockets_and_records_traffic(
                 await asyncio.sleep(0.1)
 
 
+async def test_the_previews_own_dev_requests_present_an_origin_next_accepts(
+    clean_db: Database, workflow_env: WorkflowEnvironment
+) -> None:
+    """Next.js refuses `/_next/*` (the hot-reload socket included) to unlisted origins: the
+    preview page's own origin is shown as localhost; other origins and paths pass unchanged."""
+    settings = gateway_settings(qai_preview_url="https://{project_id}.apps.example.com")
+    project_id = await new_project(clean_db)
+    public = f"{project_id}.apps.example.com"
+    async with upstream() as target, running_gateway(settings, clean_db, workflow_env.client):
+        await set_row(clean_db, project_id, settings, target)
+        cases = [
+            ("/_next/webpack-hmr", f"https://{public}", "http://localhost"),
+            ("/__nextjs_original-stack-frames", f"https://{public}", "http://localhost"),
+            ("/_next/static/x.js", "https://evil.example.com", "https://evil.example.com"),
+            ("/_next/static/x.js", f"https://other.{public}", f"https://other.{public}"),
+            ("/", f"https://{public}", f"https://{public}"),  # server actions compare to Host
+        ]
+        # One request per connection, as the hot-reload socket always is: the gateway reads a
+        # connection's first request head only.
+        async with aiohttp.ClientSession(connector=aiohttp.TCPConnector(force_close=True)) as http:
+            for path, origin, seen_origin in cases:
+                headers = {"Host": public, "Origin": origin}
+                async with http.get(gateway_address(settings) + path, headers=headers) as response:
+                    assert response.status == 200
+                    seen = await response.json()
+                assert (path, seen["origin"]) == (path, seen_origin)
+                assert seen["host"] == public
+
+
 async def test_addresses_that_name_no_preview_get_404(
     clean_db: Database, workflow_env: WorkflowEnvironment
 ) -> None:
@@ -184,6 +214,7 @@ async def test_another_hosts_sandbox_is_reached_through_that_hosts_gateway(
             "connection": seen["connection"],
             "hop": "1",
             "path": "/x",
+            "origin": None,
         }
 
 
@@ -253,6 +284,11 @@ async def test_a_remote_target_is_asked_under_its_own_host_name(
         assert seen["host"] == "127.0.0.2"
         assert seen["connection"] == "close"
         assert seen["hop"] is None
+        # The hot-reload socket of the preview's own page: its origin is accepted there too.
+        own = {**headers, "Origin": f"http://{headers['Host']}"}
+        async with http.get(gateway_address(settings) + "/_next/webpack-hmr", headers=own) as hmr:
+            seen = await hmr.json()
+        assert (seen["host"], seen["origin"]) == ("127.0.0.2", "http://localhost")
 
 
 @pytest.mark.parametrize("port_taken", [True])

@@ -84,6 +84,7 @@ async def test_enum_types_and_cascades_exist(db: Database) -> None:
             "fk_previews_project_id_projects",
             "fk_project_repositories_project_id_projects",
             "fk_run_files_run_id_messages",
+            "fk_screenshots_project_id_projects",
             "fk_transcript_entries_run_id_messages",
             "fk_workspace_snapshots_project_id_projects",
             "fk_workspace_snapshots_run_id_messages",

@@ -136,6 +136,8 @@ async def test_create_watch_preview_code_follow_up_versions_restore_download(
         await expect(options.first).to_contain_text("Version 2")
         await code_shows(page, second)  # Code follows the newest version
         await preview_shows(page, second)
+        # Each version's thumbnail is its screenshot (taken by the browser check of `/`).
+        await expect(page.locator(".version-thumb img")).to_have_count(2)
 
         # 6. Switch to the first version.
         await page.get_by_label("Version").select_option(label=await options.nth(1).inner_text())
@@ -154,6 +156,7 @@ async def test_create_watch_preview_code_follow_up_versions_restore_download(
         )
         await code_shows(page, first)
         await preview_shows(page, first)
+        await expect(page.locator(".version-thumb img")).to_have_count(3, timeout=60_000)
 
         # 8. Download the selected (restored) version.
         async with page.expect_download() as download_info:

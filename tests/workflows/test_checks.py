@@ -72,6 +72,7 @@ async def test_a_compile_error_is_fixed_before_the_user_sees_it(agent_harness) -
             "errors": [],
             "skipped": [],
             "rounds": 1,
+            "ran": ["types", "routes", "server_log", "browser"],
         }
         [sent] = await feedback_messages(harness, message_id)
         assert "Can't resolve './missing'" in sent
@@ -169,6 +170,12 @@ async def test_a_fine_page_passes_without_an_extra_model_call(agent_harness) -> 
         outcome = await harness.submit(project_id, message_id)
         assert outcome.status.value == "RESULT", outcome.content
         checks = (await only_reply(harness, project_id)).fragment.checks
-        assert checks == {"status": "passed", "errors": [], "skipped": [], "rounds": 0}
+        assert checks == {
+            "status": "passed",
+            "errors": [],
+            "skipped": [],
+            "rounds": 0,
+            "ran": ["types", "routes", "server_log", "browser"],
+        }
         assert await feedback_messages(harness, message_id) == []
         assert len(llm.completed_counts()) == 3  # two turns and the title

@@ -26,6 +26,7 @@ from contract import (
     AcquireSandboxInput,
     AgentTurnInput,
     AgentTurnResult,
+    BrowserCheckInput,
     CancelRun,
     CheckFeedbackInput,
     CheckInput,
@@ -41,12 +42,17 @@ from contract import (
     RecordedMessage,
     RecordMessageInput,
     ReplyStatus,
+    RestoredVersion,
     RestoredWorkspace,
+    RestoreVersion,
+    RestoreVersionInput,
     RestoreWorkspaceInput,
     SandboxErrorType,
     SandboxLease,
     SavedReply,
     SaveReplyInput,
+    ScreenshotInput,
+    ScreenshotResult,
     StartPreviewInput,
     StartRunInput,
     StartRunResult,
@@ -90,7 +96,12 @@ class StandIns:
         tool_failures: list[Exception] | None = None,
         max_sandbox_replacements: int = 2,
         fix_attempts: int = 2,
+        browser: CheckStatus = CheckStatus.PASSED,
+        checked_shot: uuid.UUID | None = None,
     ) -> None:
+        self.browser = browser
+        self.checked_shot = checked_shot
+        self.screenshot_id = uuid.uuid4()
         self.turns = list(turns)
         self.types = list(types or [])
         self.tool_failures = list(tool_failures or [])
@@ -186,6 +197,25 @@ class StandIns:
             self.calls.append(("check_server_log", input))
             return CheckResult(name="server log", status=CheckStatus.PASSED)
 
+        @activity.defn(name="check_browser")
+        async def check_browser(input: BrowserCheckInput) -> CheckResult:
+            self.calls.append(("check_browser", input))
+            reason = "no browser" if self.browser == CheckStatus.SKIPPED else None
+            return CheckResult(
+                name="browser", status=self.browser, reason=reason, screenshot_id=self.checked_shot
+            )
+
+        @activity.defn(name="take_screenshot")
+        async def take_screenshot(input: ScreenshotInput) -> ScreenshotResult:
+            self.calls.append(("take_screenshot", input))
+            return ScreenshotResult(screenshot_id=self.screenshot_id)
+
+        @activity.defn(name="restore_version")
+        async def restore_version(input: RestoreVersionInput) -> RestoredVersion:
+            self.calls.append(("restore_version", input))
+            self.restored = RestoredVersion(message_id=uuid.uuid4(), title="Todo app", files=1)
+            return self.restored
+
         @activity.defn(name="add_check_feedback")
         async def add_check_feedback(input: CheckFeedbackInput) -> None:
             self.calls.append(("add_check_feedback", input))
@@ -228,6 +258,9 @@ class StandIns:
             check_types,
             check_routes,
             check_server_log,
+            check_browser,
+            take_screenshot,
+            restore_version,
             add_check_feedback,
             generate_title,
             save_reply,
@@ -312,14 +345,46 @@ async def test_the_router_loop_runs_tools_until_the_summary_then_checks_and_save
         "check_types",
         "check_routes",
         "check_server_log",
+        "check_browser",
+        "take_screenshot",
         "extend_sandbox",
         "generate_title",
         "save_reply",
     ]
+    assert reply.checks.ran == ["types", "routes", "server_log", "browser"]
+    assert reply.screenshot_id == stand_ins.screenshot_id  # the history carries its id only
+    [shot] = stand_ins.named("take_screenshot")
+    assert shot.key == str(message_id) and shot.fragment_message_id is None
     # The limit recorded by start_run travels in every input that reports progress.
     assert {t.max_iterations for t in stand_ins.named("agent_turn")} == {MAX_ITERATIONS}
     assert {t.max_iterations for t in stand_ins.named("run_tool")} == {MAX_ITERATIONS}
     assert stand_ins.named("check_server_log")[0].since == 7  # where the route check began
+
+
+async def test_the_browser_checks_own_screenshot_of_the_home_page_is_kept(env) -> None:
+    shot = uuid.uuid4()
+    stand_ins = StandIns(
+        [tool_turn("createOrUpdateFiles"), summary_turn("Built.")], checked_shot=shot
+    )
+    async with project(env, stand_ins) as (send, _):
+        await send()
+        (reply,) = await replies(stand_ins, 1)
+    assert reply.screenshot_id == shot
+    assert stand_ins.named("take_screenshot") == []  # no second visit of `/`
+
+
+async def test_a_skipped_browser_check_takes_no_screenshot_and_fails_nothing(env) -> None:
+    stand_ins = StandIns(
+        [tool_turn("createOrUpdateFiles"), summary_turn("Built.")], browser=CheckStatus.SKIPPED
+    )
+    async with project(env, stand_ins) as (send, _):
+        await send()
+        (reply,) = await replies(stand_ins, 1)
+    assert reply.status == ReplyStatus.RESULT
+    assert reply.checks is not None and reply.checks.status == CheckStatus.PASSED
+    assert reply.checks.ran == ["types", "routes", "server_log"]
+    assert reply.checks.skipped == ["browser: no browser"]
+    assert stand_ins.named("take_screenshot") == [] and reply.screenshot_id is None
 
 
 async def test_the_iteration_limit_ends_in_an_error(env) -> None:
@@ -416,6 +481,23 @@ async def test_cancel_saves_a_cancelled_error_reply(env) -> None:
         True,
     )
     assert not stand_ins.named("run_tool")
+
+
+async def test_a_restored_version_gets_its_screenshot(env) -> None:
+    stand_ins = StandIns([summary_turn("One.")])
+    async with project(env, stand_ins) as (send, project_id):
+        await send("first")
+        await replies(stand_ins, 1)
+        handle = env.client.get_workflow_handle(project_workflow_id(project_id))
+        restore = RestoreVersion(message_id=uuid.uuid4(), fragment_id=uuid.uuid4())
+        await handle.signal(ProjectWorkflow.restore, restore)
+        async with asyncio.timeout(30):
+            while len(stand_ins.named("take_screenshot")) < 2:  # the run's, then the restore's
+                await asyncio.sleep(0.05)
+    shot = stand_ins.named("take_screenshot")[1]
+    assert shot.key == f"restore-{restore.message_id}"
+    assert shot.fragment_message_id == stand_ins.restored.message_id  # the restored fragment
+    assert shot.sandbox_id == stand_ins.named("restore_version")[0].sandbox_id
 
 
 async def test_the_project_continues_as_new_with_its_state(env) -> None:

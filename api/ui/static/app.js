@@ -468,6 +468,12 @@
     });
 
     workspace.addEventListener("click", async (event) => {
+      const thumb = event.target.closest(".version-thumb");
+      if (thumb) {
+        chosenVersion = thumb.dataset.fragment;
+        refresh();
+        return;
+      }
       const restore = event.target.closest("#restore");
       if (restore) {
         restore.disabled = true;
