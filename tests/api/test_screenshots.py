@@ -10,6 +10,7 @@ import httpx
 import pytest
 from temporalio.testing import WorkflowEnvironment
 
+from conversation import compute_rolling_conversation_summary
 from storage import queries, screenshots
 from storage.db import Database
 from storage.models import FragmentData, MessageType
@@ -40,6 +41,7 @@ async def two_versions(db: Database) -> uuid.UUID:
         await session.commit()
         await queries.save_assistant_reply(
             session,
+            summarize=compute_rolling_conversation_summary,
             project_id=project.id,
             user_message_id=first.id,
             type=MessageType.RESULT,
@@ -56,6 +58,7 @@ async def two_versions(db: Database) -> uuid.UUID:
         await session.commit()
         await queries.save_assistant_reply(
             session,
+            summarize=compute_rolling_conversation_summary,
             project_id=project.id,
             user_message_id=second.id,
             type=MessageType.RESULT,
