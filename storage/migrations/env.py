@@ -4,7 +4,7 @@ from alembic import context
 from sqlalchemy.engine import Connection
 from sqlmodel import SQLModel
 
-from storage import events, models, previews, snapshots, transcript  # noqa: F401  (they register their tables on the metadata)
+from storage import events, models, previews, publications, snapshots, transcript  # noqa: F401  (they register their tables on the metadata)
 
 target_metadata = SQLModel.metadata
 

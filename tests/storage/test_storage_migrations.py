@@ -13,6 +13,7 @@ from alembic.runtime.migration import MigrationContext
 from sqlalchemy import text
 from sqlmodel import SQLModel
 
+from storage import publications  # noqa: F401  (registers its table on the metadata)
 from storage.db import Database
 from storage.migrate import current_revision, head_revision, upgrade
 
@@ -20,8 +21,13 @@ ROOT = Path(__file__).resolve().parents[2]
 
 
 async def test_database_is_at_head(database_url: str) -> None:
-    newest = max(p.name.split("_")[0] for p in (ROOT / "storage/migrations/versions").glob("0*.py"))
-    assert head_revision() == newest
+    newest = max((ROOT / "storage/migrations/versions").glob("0*.py"), key=lambda p: p.name)
+    revision = next(
+        line.split("=", 1)[1].strip().strip('"')
+        for line in newest.read_text().splitlines()
+        if line.startswith("revision")
+    )
+    assert head_revision() == revision
     assert await current_revision(database_url) == head_revision()
 
 
@@ -71,6 +77,8 @@ async def test_enum_types_and_cascades_exist(db: Database) -> None:
             "fk_messages_project_id_projects",
             "fk_messages_reply_to_id_messages",
             "fk_previews_project_id_projects",
+            "fk_publications_fragment_id_fragments",
+            "fk_publications_project_id_projects",
             "fk_run_files_run_id_messages",
             "fk_transcript_entries_run_id_messages",
             "fk_workspace_snapshots_project_id_projects",
