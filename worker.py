@@ -26,6 +26,7 @@ from activities.deletion import DeletionActivities
 from activities.llm import LlmActivities
 from activities.persistence import PersistenceActivities
 from activities.previews import PreviewActivities
+from activities.publishing import PublishActivities
 from activities.sandbox import SandboxActivities
 from activities.sandbox_service import SandboxService
 from activities.services import Services, open_services
@@ -62,6 +63,7 @@ def activities_for(services: Services, host_queue: str) -> list[Any]:
     versions = VersionActivities(services)
     deletion = DeletionActivities(services)
     checks = CheckActivities(services)
+    publishing = PublishActivities(services, sandboxes)
     return [
         sandbox.acquire_sandbox,
         sandbox.restore_workspace,
@@ -80,6 +82,9 @@ def activities_for(services: Services, host_queue: str) -> list[Any]:
         persistence.save_reply,
         versions.restore_version,
         deletion.delete_project,
+        publishing.publish_version,
+        publishing.fail_publication,
+        publishing.unpublish,
     ]
 
 
