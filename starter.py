@@ -4,6 +4,8 @@
     python starter.py send PROJECT_ID "Add a dark mode toggle"
     python starter.py show PROJECT_ID
     python starter.py list
+    python starter.py publish PROJECT_ID [--version FRAGMENT_ID]
+    python starter.py unpublish PROJECT_ID
 
 `new` and `send` wait for the reply and show live progress; `--no-wait` returns at once with the
 ids, `--json` prints one JSON object. The exit status is 0 for a RESULT, 1 for an ERROR and 2 for
@@ -31,6 +33,7 @@ from storage import queries
 from storage.db import Database
 from storage.errors import ProjectNotFoundError, StorageError
 from storage.models import Message, MessageRole
+from runtime.preview_urls import publish_url
 from submission import (
     InvalidSubmission,
     Waiting,
@@ -38,7 +41,11 @@ from submission import (
     check_submission,
     enqueue,
     outcome_of,
+    publish,
+    unpublish,
+    wait_for_publication,
     wait_for_reply,
+    wait_unpublished,
 )
 
 EXIT_ERROR_REPLY = 1
@@ -222,6 +229,55 @@ async def _show(args: argparse.Namespace, db: Database) -> int:
     return 0
 
 
+async def _publish(args: argparse.Namespace, settings: Settings, db: Database) -> int:
+    """Queue the publish, wait for the build, and print the app's URL (or the build's error)."""
+    project_id = check_project_id(args.project_id)
+    version = None
+    if args.version:
+        try:
+            version = uuid.UUID(args.version)
+        except ValueError:
+            raise InvalidSubmission(f"{args.version!r} is not a version (fragment) id") from None
+    client = await connect_temporal(settings)
+    request = await publish(client, db, settings, project_id, version)
+    if not args.json:
+        print(f"Building version {request.fragment_id} for production…", file=sys.stderr)
+    row = await wait_for_publication(db, request.publication_id)
+    url = publish_url(settings, project_id)
+    live = row.status == "live"
+    if args.json:
+        print(
+            json.dumps(
+                {
+                    "project_id": str(project_id),
+                    "publication_id": str(row.id),
+                    "fragment_id": str(row.fragment_id),
+                    "status": row.status,
+                    "mode": row.mode,
+                    "url": url if live else None,
+                    "error": row.error,
+                }
+            )
+        )
+    elif live:
+        print(url)
+    else:
+        print(f"✘ The publish failed:\n{row.error}", file=sys.stderr)
+    return 0 if live else EXIT_ERROR_REPLY
+
+
+async def _unpublish(args: argparse.Namespace, settings: Settings, db: Database) -> int:
+    project_id = check_project_id(args.project_id)
+    client = await connect_temporal(settings)
+    await unpublish(client, db, settings, project_id)
+    await wait_unpublished(db, project_id)
+    if args.json:
+        print(json.dumps({"project_id": str(project_id), "published": False}))
+    else:
+        print(f"Unpublished: {publish_url(settings, project_id)} now answers 404.")
+    return 0
+
+
 async def _list(args: argparse.Namespace, db: Database) -> int:
     async with db.session() as session:
         rows = await queries.list_projects(session)
@@ -259,6 +315,10 @@ async def run(args: argparse.Namespace, settings: Settings) -> int:
             return await _create_or_send(args, settings, db)
         if args.command == "show":
             return await _show(args, db)
+        if args.command == "publish":
+            return await _publish(args, settings, db)
+        if args.command == "unpublish":
+            return await _unpublish(args, settings, db)
         return await _list(args, db)
 
 
@@ -277,6 +337,13 @@ def parser() -> argparse.ArgumentParser:
     show = commands.add_parser("show", help="show a project's messages and fragments")
     show.add_argument("project_id")
     commands.add_parser("list", help="list projects")
+    publishing = commands.add_parser(
+        "publish", help="build a version for production and print its stable URL"
+    )
+    publishing.add_argument("project_id")
+    publishing.add_argument("--version", help="the fragment id to publish (default: the latest)")
+    unpublishing = commands.add_parser("unpublish", help="take the published app down")
+    unpublishing.add_argument("project_id")
     for sub in commands.choices.values():
         sub.add_argument("--json", action="store_true", help="print one JSON object")
     return root

@@ -58,6 +58,14 @@ class InvalidSubmission(ValueError):
     """A mistake in what the user sent: reported in one line, and nothing is written."""
 
 
+class PublishRefused(InvalidSubmission):
+    """A publish that cannot be: `status` is the HTTP status the API answers with."""
+
+    def __init__(self, message: str, status: int) -> None:
+        super().__init__(message)
+        self.status = status
+
+
 @dataclass(frozen=True)
 class Submission:
     """A checked message, ready to send: nothing is written until it is sent."""
@@ -204,7 +212,7 @@ async def check_publish(
 ) -> PublishVersion:
     """The publish of `fragment_id` (default: the latest RESULT's); writes nothing.
 
-    Raises ProjectNotFoundError, or InvalidSubmission for a fragment that is unknown, another
+    Raises ProjectNotFoundError, or PublishRefused for a fragment that is unknown, another
     project's, or missing because the project has no RESULT yet.
     """
     async with db.session() as session:
@@ -213,13 +221,13 @@ async def check_publish(
         if fragment_id is None:
             fragment = await versions.latest_result_fragment(session, project_id)
             if fragment is None:
-                raise InvalidSubmission("the project has no finished version (RESULT) to publish")
+                raise PublishRefused("the project has no finished version (RESULT) to publish", 409)
         else:
             fragment = await versions.get_fragment(session, fragment_id)
             if fragment is None:
-                raise InvalidSubmission(f"there is no version (fragment) {fragment_id}")
+                raise PublishRefused(f"there is no version (fragment) {fragment_id}", 404)
             if await versions.fragment_project(session, fragment) != project_id:
-                raise InvalidSubmission(f"version {fragment_id} belongs to another project")
+                raise PublishRefused(f"version {fragment_id} belongs to another project", 422)
     return PublishVersion(publication_id=uuid.uuid4(), fragment_id=fragment.id)
 
 

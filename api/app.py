@@ -13,7 +13,7 @@ from swagger_ui_bundle import swagger_ui_path
 from api import auth, errors
 from api.context import ApiContext
 from api.limits import BodyLimitMiddleware
-from api.routes import fragments, health, projects
+from api.routes import fragments, health, projects, publish
 from api.ui import pages
 from api.ui.templating import STATIC
 from runtime.metrics import RequestMetricsMiddleware, metrics_route
@@ -46,6 +46,7 @@ def create_app(context: ApiContext) -> FastAPI:
     app.add_route("/metrics", metrics_route, include_in_schema=False)  # no token: Prometheus
     app.include_router(projects.router)
     app.include_router(fragments.router)
+    app.include_router(publish.router)
     app.include_router(health.router)
     app.include_router(auth.router)
     app.include_router(pages.router)

@@ -28,12 +28,14 @@ from temporalio.service import RPCError
 
 from contract import WakePreview
 from gateway import pages
+from gateway.published import PublishedApps
 from runtime import metrics
 from runtime.logs import get_logger
 from runtime.preview_urls import host_pattern, project_from_host, url_template
 from runtime.settings import Settings
 from sandboxes.local.envd import pipe
 from storage import previews
+from storage.blobs import open_blobs
 from storage.db import Database
 from storage.models import Project
 from submission import signal_project
@@ -192,6 +194,7 @@ class PreviewGateway:
         self.traffic = Traffic(db, interval=min(max(idle / 4, 0.5), 10.0) if idle else 10.0)
         self._woken: dict[uuid.UUID, float] = {}
         self._open: set[asyncio.StreamWriter] = set()
+        self.published = PublishedApps(settings, db, open_blobs(settings))
 
     async def handle(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         self._open.add(writer)
@@ -214,6 +217,8 @@ class PreviewGateway:
         except (asyncio.LimitOverrunError, asyncio.IncompleteReadError, TimeoutError):
             return
         head = RequestHead.parse(raw)
+        if await self.published.serve(head, writer):  # a published app's address
+            return
         host = (head.header(b"host") or b"").decode("latin-1")
         project_id = project_from_host(self._pattern, host)
         watch = metrics.Stopwatch()

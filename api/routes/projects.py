@@ -16,9 +16,10 @@ from api.context import ApiContext, context_of
 from api.errors import not_found
 from contract import DeleteProject, project_workflow_id
 from runtime import metrics
-from storage import events, listing, queries
+from runtime.preview_urls import publish_url
+from storage import events, listing, publications, queries
 from storage.errors import ProjectNotFoundError
-from storage.views import message_view
+from storage.views import message_view, publication_view
 from submission import (
     InvalidSubmission,
     Submission,
@@ -139,6 +140,11 @@ async def get_project(project_id: str, context: Context) -> dict[str, Any]:
         messages = await queries.get_messages(session, key)
         tokens_in, tokens_out = await listing.usage(session, key)
         last_run = await events.latest_run_event(session, key)
+        publication = publication_view(
+            await publications.latest(session, key),
+            await publications.served(session, key),
+            publish_url(context.settings, key),
+        )
     answered = {m.reply_to_id for m in messages if m.reply_to_id is not None}
     running = None
     if last_run is not None and last_run.data.get("phase") != "done":
@@ -159,6 +165,7 @@ async def get_project(project_id: str, context: Context) -> dict[str, Any]:
         "messages": [message_view(m) for m in messages],
         "running": running,
         "usage": {"prompt_tokens": tokens_in, "completion_tokens": tokens_out},
+        "publication": publication,
     }
 
 
