@@ -27,13 +27,13 @@ from typing import Any, NoReturn
 from temporalio.service import RPCError
 
 from contract import MessageOutcome
+from runtime.preview_urls import publish_url
 from runtime.settings import Settings, settings_or_exit
 from runtime.temporal import TemporalConnectionError, connect_temporal
 from storage import queries
 from storage.db import Database
 from storage.errors import ProjectNotFoundError, StorageError
 from storage.models import Message, MessageRole
-from runtime.preview_urls import publish_url
 from submission import (
     InvalidSubmission,
     Waiting,
