@@ -161,7 +161,6 @@ async def go_live(
         )
     ).all()
     old = list(built[keep:])
-    # Failed attempts older than the oldest kept build go too (they hold no blobs).
     if old:
         await session.execute(sa.delete(PublicationRow).where(PublicationRow.id.in_(old)))
     await session.commit()
