@@ -40,9 +40,9 @@ from storage import publications, versions
 from storage.blobs import BlobStore, open_blobs
 from storage.publications import PublicationMode
 
-STOP_DEV_SERVER = (
-    "pkill -f 'next dev' >/dev/null 2>&1; pkill -f 'next-server' >/dev/null 2>&1; true"
-)
+STOP_DEV_SERVER = "pkill -f '[n]ext dev'; sleep 0.5; true"
+"""The build sandbox's dev server would share `.next` with the build. (`[n]` keeps the pattern
+from matching this very command's shell.)"""
 BUILD_COMMAND = "npx next build"
 ARCHIVE = ".qai-publish.tgz"
 PACK_COMMAND = f"rm -f {ARCHIVE} && tar -czf {ARCHIVE} -C out ."
