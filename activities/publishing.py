@@ -174,6 +174,7 @@ class PublishActivities:
             await blobs.delete_prefix(publications.blob_prefix(input.project_id, publication_id))
         metrics.PUBLISHES.labels("live").inc()
         metrics.PUBLISH_BUILD_SECONDS.observe(seconds)
+        await self._count_published()
         return PublishResult(live=True, mode=PublicationMode.STATIC, files=len(files))
 
     async def _build(
@@ -212,6 +213,13 @@ class PublishActivities:
         archive = await sandbox.files.read(f"{HOME}/{ARCHIVE}", format="bytes")
         return unpack(archive)
 
+    async def _count_published(self) -> None:
+        """The published-apps gauge, from every project's rows (the same on every worker)."""
+        async with self._services.db.session() as session:
+            counts = await publications.count_live_by_mode(session)
+        for mode in PublicationMode:
+            metrics.PUBLISHED_APPS.labels(mode.value).set(counts.get(mode.value, 0))
+
     @activity.defn(name="fail_publication")
     async def fail_publication(self, input: PublishFailureInput) -> None:
         """The publish could not finish (its retries ran out): the row says so."""
@@ -227,4 +235,5 @@ class PublishActivities:
         await blob_store(self._services).delete_prefix(
             publications.project_prefix(input.project_id)
         )
+        await self._count_published()
         return Unpublished(builds_removed=len(removed))
