@@ -70,17 +70,19 @@ async def served_text(url: str, expected: str) -> str:
 
 async def test_publish_republish_failed_build_and_unpublish(api_stack) -> None:
     first, second = f"Published {uuid.uuid4().hex[:6]}", f"Republished {uuid.uuid4().hex[:6]}"
+    # The first conversation whose `match` the request holds is replayed, and the last request's
+    # context still holds "zebra": so "yak" comes first.
     script = {
         "conversations": [
-            {
-                "name": "change",
-                "match": "zebra",
-                "turns": [write_turn("app/page.tsx", page(second)), summary_turn("Changed it.")],
-            },
             {
                 "name": "break",
                 "match": "yak",
                 "turns": [write_turn("app/page.tsx", BROKEN), summary_turn("Broke it.")],
+            },
+            {
+                "name": "change",
+                "match": "zebra",
+                "turns": [write_turn("app/page.tsx", page(second)), summary_turn("Changed it.")],
             },
         ],
         "default": {
