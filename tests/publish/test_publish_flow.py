@@ -70,8 +70,8 @@ async def served_text(url: str, expected: str) -> str:
 
 async def test_publish_republish_failed_build_and_unpublish(api_stack) -> None:
     first, second = f"Published {uuid.uuid4().hex[:6]}", f"Republished {uuid.uuid4().hex[:6]}"
-    # The first conversation whose `match` the request holds is replayed, and the last request's
-    # context still holds "zebra": so "yak" comes first.
+    # The first conversation whose `match` is in the request's first user message is replayed,
+    # and the last request's context still holds "zebra": so "yak" comes first.
     script = {
         "conversations": [
             {
