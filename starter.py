@@ -38,11 +38,12 @@ from submission import (
     InvalidSubmission,
     Waiting,
     check_project_id,
+    check_publish,
     check_submission,
+    check_unpublish,
     enqueue,
     outcome_of,
-    publish,
-    unpublish,
+    signal_project,
     wait_for_publication,
     wait_for_reply,
     wait_unpublished,
@@ -238,8 +239,9 @@ async def _publish(args: argparse.Namespace, settings: Settings, db: Database) -
             version = uuid.UUID(args.version)
         except ValueError:
             raise InvalidSubmission(f"{args.version!r} is not a version (fragment) id") from None
+    request = await check_publish(db, project_id, version)  # before Temporal: bad input is 2
     client = await connect_temporal(settings)
-    request = await publish(client, db, settings, project_id, version)
+    await signal_project(client, settings, project_id, "publish", request)
     if not args.json:
         print(f"Building version {request.fragment_id} for production…", file=sys.stderr)
     row = await wait_for_publication(db, request.publication_id)
@@ -268,8 +270,9 @@ async def _publish(args: argparse.Namespace, settings: Settings, db: Database) -
 
 async def _unpublish(args: argparse.Namespace, settings: Settings, db: Database) -> int:
     project_id = check_project_id(args.project_id)
+    request = await check_unpublish(db, project_id)
     client = await connect_temporal(settings)
-    await unpublish(client, db, settings, project_id)
+    await signal_project(client, settings, project_id, "unpublish", request)
     await wait_unpublished(db, project_id)
     if args.json:
         print(json.dumps({"project_id": str(project_id), "published": False}))

@@ -248,12 +248,17 @@ async def unpublish(
     client: Client, db: Database, settings: Settings, project_id: uuid.UUID
 ) -> Unpublish:
     """Queue the unpublish (after any publish queued before it)."""
+    request = await check_unpublish(db, project_id)
+    await signal_project(client, settings, project_id, "unpublish", request)
+    return request
+
+
+async def check_unpublish(db: Database, project_id: uuid.UUID) -> Unpublish:
+    """The unpublish of an existing project (ProjectNotFoundError otherwise); writes nothing."""
     async with db.session() as session:
         if await queries.get_project(session, project_id) is None:
             raise ProjectNotFoundError(project_id)
-    request = Unpublish(request_id=uuid.uuid4())
-    await signal_project(client, settings, project_id, "unpublish", request)
-    return request
+    return Unpublish(request_id=uuid.uuid4())
 
 
 async def wait_for_publication(
