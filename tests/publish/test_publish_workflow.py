@@ -5,6 +5,7 @@ activity fails for good is recorded as failed."""
 from __future__ import annotations
 
 import asyncio
+import os
 import uuid
 from collections.abc import Callable
 from typing import Any
@@ -22,6 +23,7 @@ from contract import (
     UnpublishInput,
     project_workflow_id,
 )
+from tests.workflows.conftest import HISTORIES
 from tests.workflows.test_orchestration import (  # noqa: F401  (the module's test server)
     StandIns,
     env,
@@ -78,6 +80,10 @@ async def test_publishes_wait_for_the_run_and_keep_their_order(env) -> None:  # 
         stand_ins.release.set()
         await replies(stand_ins, 1)
         await wait_for(stand_ins, "unpublish")
+        if os.environ.get("QAI_RECORD_HISTORIES"):  # kept for the replay tests
+            history = await handle.fetch_history()
+            name = "test_publishes_wait_for_the_run_and_keep_their_order-project.json"
+            (HISTORIES / name).write_text(history.to_json())
     names = [name for name, _ in stand_ins.calls]
     assert names.index("save_reply") < names.index("publish_version") < names.index("unpublish")
     (built,) = stand_ins.named("publish_version")
