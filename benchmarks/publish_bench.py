@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import json
 import sys
 import tempfile
 import time
@@ -34,6 +33,7 @@ from runtime.processes import free_port  # noqa: E402
 from runtime.settings import Settings  # noqa: E402
 from runtime.temporal import ensure_search_attributes  # noqa: E402
 from scripted_llm import scripted_llm_server  # noqa: E402
+from scripted_llm.script import load_script  # noqa: E402
 from storage.embedded import EmbeddedPostgres  # noqa: E402
 from storage.migrate import upgrade  # noqa: E402
 from submission import publish, submit_prompt, wait_for_publication, wait_for_reply  # noqa: E402
@@ -84,7 +84,7 @@ async def rate(url: str, seconds: float, concurrency: int, keep_alive: bool) -> 
 
 
 async def main(seconds: float, concurrency: int) -> None:
-    script = json.loads(DEMO_SCRIPT.read_text())
+    script = load_script(DEMO_SCRIPT)
     with tempfile.TemporaryDirectory(prefix="qai-publish-bench-") as tmp:
         async with EmbeddedPostgres(Path(tmp) / "pg") as pg, scripted_llm_server(script) as llm:
             await upgrade(pg.url)
