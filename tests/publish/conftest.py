@@ -8,3 +8,4 @@ from tests.workflows.conftest import (  # noqa: F401
     template_ready,
     workflow_env,
 )
+from tests.ui.conftest import browser, new_page  # noqa: F401

@@ -4,7 +4,8 @@ export stored as blobs and served by the gateway at the project's stable app URL
 One project, three builds: its first version is published and visited (no hot-reload client,
 immutable assets, the preview untouched, the build sandbox gone); a follow-up's version is
 published at the same URL; a version whose build fails leaves the earlier one served, with
-the build's error in words; unpublishing answers 404.
+the build's error in words; unpublishing answers 404. The republish is the web UI's Publish
+button, and the UI shows the published URL, its version and the failed build's error.
 """
 
 from __future__ import annotations
@@ -15,6 +16,7 @@ from typing import Any
 
 import httpx
 import pytest
+from playwright.async_api import expect
 
 from runtime.preview_urls import loopback_target
 from tests.api.conftest import Stack, read_events, run_done
@@ -68,7 +70,7 @@ async def served_text(url: str, expected: str) -> str:
             await asyncio.sleep(0.5)
 
 
-async def test_publish_republish_failed_build_and_unpublish(api_stack) -> None:
+async def test_publish_republish_failed_build_and_unpublish(api_stack, new_page) -> None:
     first, second = f"Published {uuid.uuid4().hex[:6]}", f"Republished {uuid.uuid4().hex[:6]}"
     # The first conversation whose `match` is in the request's first user message is replayed,
     # and the last request's context still holds "zebra": so "yak" comes first.
@@ -141,9 +143,16 @@ async def test_publish_republish_failed_build_and_unpublish(api_stack) -> None:
         assert await backend.find({"project_id": project_id}) == [preview_sandbox]
         assert await (await backend.connect(preview_sandbox)).is_running()
 
-        # A follow-up's version, published at the same URL.
+        # A follow-up's version, published from the web UI's Publish button at the same URL.
         await send(stack, project_id, "zebra")
-        republished = await publish(stack, project_id)
+        page = await new_page(stack.url)
+        await page.goto(f"/projects/{project_id}")
+        publication = page.locator("#publication")
+        await expect(page.locator("#published-url")).to_have_attribute("href", url)
+        await expect(publication).to_contain_text("Version 1")
+        await page.locator("#publish").click()
+        await expect(publication).to_contain_text("Version 2", timeout=900_000)
+        republished = (await http.get(f"/api/projects/{project_id}")).json()["publication"]
         assert republished["status"] == "live" and republished["url"] == url
         assert republished["fragment_id"] != first_fragment
         await served_text(url, second)
@@ -156,6 +165,10 @@ async def test_publish_republish_failed_build_and_unpublish(api_stack) -> None:
         assert "/home/user" not in failed["error"] and "/work/" not in failed["error"]
         assert failed["live_fragment_id"] == republished["fragment_id"]
         await served_text(url, second)
+        await page.reload()  # the UI shows the failure, and the version still served
+        await expect(page.locator("#publish-error")).to_contain_text("a-package-that-is-not-there")
+        await expect(page.locator("#publish-error")).to_contain_text("version 3 failed")
+        await expect(publication).to_contain_text("Version 2")
 
         # Unpublish: 204, then 404 at the URL and no publication.
         gone = await http.delete(f"/api/projects/{project_id}/publish")

@@ -218,6 +218,9 @@
         document.title = `${box.dataset.name} · qai`;
       }
       showPreview(box.dataset.previewUrl, box.dataset.newest);
+      const publication = $("#publication");
+      // A publish sends no event when its build ends: look again while one builds.
+      if (publication && publication.dataset.status === "building") setTimeout(refresh, 2000);
       const selected = $("#version-bar").dataset.selected;
       if (selected && $("#code").dataset.fragment !== selected) loadCode(selected);
     }
@@ -280,6 +283,24 @@
     });
 
     workspace.addEventListener("click", async (event) => {
+      const publish = event.target.closest("#publish, #publish-version");
+      if (publish) {
+        publish.disabled = true;
+        const body = publish.dataset.fragment ? { fragment_id: publish.dataset.fragment } : {};
+        const result = await postJson(`/api/projects/${projectId}/publish`, body)
+          .catch(() => ({ ok: false, status: 0, data: { detail: "The server did not answer." } }));
+        const error = $("#version-error");
+        if (result.ok) {
+          if (error) showError(error, "");
+          publish.textContent = "Publishing…";
+          setTimeout(refresh, 1000);
+        } else {
+          publish.disabled = false;
+          if (error && publish.id === "publish-version") showError(error, refusal(result));
+          else window.alert(refusal(result));
+        }
+        return;
+      }
       const restore = event.target.closest("#restore");
       if (restore) {
         restore.disabled = true;
