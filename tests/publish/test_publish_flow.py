@@ -145,12 +145,12 @@ async def test_publish_republish_failed_build_and_unpublish(api_stack, new_page)
 
         # A follow-up's version, published from the web UI's Publish button at the same URL.
         await send(stack, project_id, "zebra")
-        page = await new_page(stack.url)
-        await page.goto(f"/projects/{project_id}")
-        publication = page.locator("#publication")
-        await expect(page.locator("#published-url")).to_have_attribute("href", url)
+        ui = await new_page(stack.url)
+        await ui.goto(f"/projects/{project_id}")
+        publication = ui.locator("#publication")
+        await expect(ui.locator("#published-url")).to_have_attribute("href", url)
         await expect(publication).to_contain_text("Version 1")
-        await page.locator("#publish").click()
+        await ui.locator("#publish").click()
         await expect(publication).to_contain_text("Version 2", timeout=900_000)
         republished = (await http.get(f"/api/projects/{project_id}")).json()["publication"]
         assert republished["status"] == "live" and republished["url"] == url
@@ -165,9 +165,9 @@ async def test_publish_republish_failed_build_and_unpublish(api_stack, new_page)
         assert "/home/user" not in failed["error"] and "/work/" not in failed["error"]
         assert failed["live_fragment_id"] == republished["fragment_id"]
         await served_text(url, second)
-        await page.reload()  # the UI shows the failure, and the version still served
-        await expect(page.locator("#publish-error")).to_contain_text("a-package-that-is-not-there")
-        await expect(page.locator("#publish-error")).to_contain_text("version 3 failed")
+        await ui.reload()  # the UI shows the failure, and the version still served
+        await expect(ui.locator("#publish-error")).to_contain_text("a-package-that-is-not-there")
+        await expect(ui.locator("#publish-error")).to_contain_text("version 3 failed")
         await expect(publication).to_contain_text("Version 2")
 
         # Unpublish: 204, then 404 at the URL and no publication.
