@@ -59,6 +59,11 @@ def restore_workflow_id(message_id: uuid.UUID | str) -> str:
     return f"restore-{message_id}"
 
 
+def publish_workflow_id(publication_id: uuid.UUID | str) -> str:
+    """The id a publish is reported under (it runs inside the project's workflow)."""
+    return f"publish-{publication_id}"
+
+
 # --- error types ------------------------------------------------------------------------------
 
 
@@ -76,6 +81,13 @@ class SandboxErrorType(StrEnum):
     UNAVAILABLE = "SandboxSandboxUnavailableError"
     COMMAND_FAILED = "SandboxCommandFailedError"
     OTHER = "SandboxSandboxError"
+
+
+class PublishErrorType(StrEnum):
+    """ApplicationError types of a publish. Recorded in history: never rename a value."""
+
+    BUILD_FAILED = "PublishBuildFailed"
+    """`next build` failed: the message holds the build log's relevant lines."""
 
 
 class StoreErrorType(StrEnum):
@@ -147,6 +159,20 @@ class WakePreview(BaseModel):
 
     unreachable_host: str | None = None
     """A host the gateway could not reach: a sandbox there is treated as gone."""
+
+
+class PublishVersion(BaseModel):
+    """Signal `publish`: build a fragment for production and serve it at the project's app URL."""
+
+    publication_id: uuid.UUID
+    """Chosen by the client: the publication row is written under it, once."""
+    fragment_id: uuid.UUID
+
+
+class Unpublish(BaseModel):
+    """Signal `unpublish`: the app URL answers 404 and the stored builds are removed."""
+
+    request_id: uuid.UUID
 
 
 class DeleteProject(BaseModel):
@@ -535,3 +561,34 @@ class DeleteProjectInput(BaseModel):
 class DeletedProject(BaseModel):
     sandboxes_killed: int
     deleted: bool
+
+
+# --- publishing activities --------------------------------------------------------------------
+
+
+class PublishInput(BaseModel):
+    project_id: uuid.UUID
+    publication_id: uuid.UUID
+    fragment_id: uuid.UUID
+
+
+class PublishResult(BaseModel):
+    live: bool
+    mode: str | None = None
+    """`static` or `server`, when live."""
+    error: str | None = None
+    """Why the build failed, in words (the build log's relevant lines, no host paths)."""
+    files: int = 0
+
+
+class PublishFailureInput(BaseModel):
+    publication_id: uuid.UUID
+    error: str
+
+
+class UnpublishInput(BaseModel):
+    project_id: uuid.UUID
+
+
+class Unpublished(BaseModel):
+    builds_removed: int

@@ -11,6 +11,8 @@
 
 `import` and `push` read a token for the remote from QAI_GIT_TOKEN (never from the command line,
 which other users can see); it is used for that one fetch or push.
+    python starter.py publish PROJECT_ID [--version FRAGMENT_ID]
+    python starter.py unpublish PROJECT_ID
 
 `new` and `send` wait for the reply and show live progress; `--no-wait` returns at once with the
 ids, `--json` prints one JSON object. The exit status is 0 for a RESULT, 1 for an ERROR and 2 for
@@ -35,6 +37,7 @@ from temporalio.service import RPCError
 from contract import MessageOutcome
 from repos.importing import ImportRefused
 from repos.push import PushFailed, push_project
+from runtime.preview_urls import publish_url
 from runtime.settings import Settings, settings_or_exit
 from runtime.temporal import TemporalConnectionError, connect_temporal
 from storage import images, queries
@@ -48,11 +51,16 @@ from submission import (
     InvalidSubmission,
     Waiting,
     check_project_id,
+    check_publish,
     check_submission,
+    check_unpublish,
     import_project,
     outcome_of,
     send,
+    signal_project,
+    wait_for_publication,
     wait_for_reply,
+    wait_unpublished,
 )
 
 EXIT_ERROR_REPLY = 1
@@ -378,6 +386,57 @@ async def _show(args: argparse.Namespace, settings: Settings, db: Database) -> i
     return 0
 
 
+async def _publish(args: argparse.Namespace, settings: Settings, db: Database) -> int:
+    """Queue the publish, wait for the build, and print the app's URL (or the build's error)."""
+    project_id = check_project_id(args.project_id)
+    version = None
+    if args.version:
+        try:
+            version = uuid.UUID(args.version)
+        except ValueError:
+            raise InvalidSubmission(f"{args.version!r} is not a version (fragment) id") from None
+    request = await check_publish(db, project_id, version)  # before Temporal: bad input is 2
+    client = await connect_temporal(settings)
+    await signal_project(client, settings, project_id, "publish", request)
+    if not args.json:
+        print(f"Building version {request.fragment_id} for production…", file=sys.stderr)
+    row = await wait_for_publication(db, request.publication_id)
+    url = publish_url(settings, project_id)
+    live = row.status == "live"
+    if args.json:
+        print(
+            json.dumps(
+                {
+                    "project_id": str(project_id),
+                    "publication_id": str(row.id),
+                    "fragment_id": str(row.fragment_id),
+                    "status": row.status,
+                    "mode": row.mode,
+                    "url": url if live else None,
+                    "error": row.error,
+                }
+            )
+        )
+    elif live:
+        print(url)
+    else:
+        print(f"✘ The publish failed:\n{row.error}", file=sys.stderr)
+    return 0 if live else EXIT_ERROR_REPLY
+
+
+async def _unpublish(args: argparse.Namespace, settings: Settings, db: Database) -> int:
+    project_id = check_project_id(args.project_id)
+    request = await check_unpublish(db, project_id)
+    client = await connect_temporal(settings)
+    await signal_project(client, settings, project_id, "unpublish", request)
+    await wait_unpublished(db, project_id)
+    if args.json:
+        print(json.dumps({"project_id": str(project_id), "published": False}))
+    else:
+        print(f"Unpublished: {publish_url(settings, project_id)} now answers 404.")
+    return 0
+
+
 async def _list(args: argparse.Namespace, db: Database) -> int:
     async with db.session() as session:
         rows = await queries.list_projects(session)
@@ -419,6 +478,10 @@ async def run(args: argparse.Namespace, settings: Settings) -> int:
             return await _push(args, settings, db)
         if args.command == "import":
             return await _import(args, settings, db)
+        if args.command == "publish":
+            return await _publish(args, settings, db)
+        if args.command == "unpublish":
+            return await _unpublish(args, settings, db)
         return await _list(args, db)
 
 
@@ -459,6 +522,13 @@ def parser() -> argparse.ArgumentParser:
     push.add_argument("remote_url")
     push.add_argument("--branch", default="main")
     push.add_argument("--force", action="store_true", help="replace the branch's commits")
+    publishing = commands.add_parser(
+        "publish", help="build a version for production and print its stable URL"
+    )
+    publishing.add_argument("project_id")
+    publishing.add_argument("--version", help="the fragment id to publish (default: the latest)")
+    unpublishing = commands.add_parser("unpublish", help="take the published app down")
+    unpublishing.add_argument("project_id")
     for sub in commands.choices.values():
         sub.add_argument("--json", action="store_true", help="print one JSON object")
     return root

@@ -32,14 +32,16 @@ from contract import (
     EnqueueMessage,
     MessageOutcome,
     ProjectInput,
+    PublishVersion,
     RunProgress,
+    Unpublish,
     WakePreview,
     agent_run_workflow_id,
     project_workflow_id,
 )
 from repos.importing import FetchedRepository, fetch_repository, save_import
 from runtime.settings import Settings
-from storage import images, queries, versions
+from storage import images, publications, queries, versions
 from storage.db import Database
 from storage.errors import ProjectNotFoundError
 from storage.image_files import CheckedImage, ImageRejected, check_images
@@ -57,6 +59,14 @@ POLLER_FRESH_SECONDS = 75.0
 
 class InvalidSubmission(ValueError):
     """A mistake in what the user sent: reported in one line, and nothing is written."""
+
+
+class PublishRefused(InvalidSubmission):
+    """A publish that cannot be: `status` is the HTTP status the API answers with."""
+
+    def __init__(self, message: str, status: int) -> None:
+        super().__init__(message)
+        self.status = status
 
 
 @dataclass(frozen=True)
@@ -307,6 +317,94 @@ async def signal_project(
         # Two first messages raced and the time-skipping test server does not make
         # signal-with-start atomic; the entity now runs, so signal it.
         await client.get_workflow_handle(workflow_id).signal(signal, argument)
+
+
+async def check_publish(
+    db: Database, project_id: uuid.UUID, fragment_id: uuid.UUID | None
+) -> PublishVersion:
+    """The publish of `fragment_id` (default: the latest RESULT's); writes nothing.
+
+    Raises ProjectNotFoundError, or PublishRefused for a fragment that is unknown, another
+    project's, or missing because the project has no RESULT yet.
+    """
+    async with db.session() as session:
+        if await queries.get_project(session, project_id) is None:
+            raise ProjectNotFoundError(project_id)
+        if fragment_id is None:
+            fragment = await versions.latest_result_fragment(session, project_id)
+            if fragment is None:
+                raise PublishRefused("the project has no finished version (RESULT) to publish", 409)
+        else:
+            fragment = await versions.get_fragment(session, fragment_id)
+            if fragment is None:
+                raise PublishRefused(f"there is no version (fragment) {fragment_id}", 404)
+            if await versions.fragment_project(session, fragment) != project_id:
+                raise PublishRefused(f"version {fragment_id} belongs to another project", 422)
+    return PublishVersion(publication_id=uuid.uuid4(), fragment_id=fragment.id)
+
+
+async def publish(
+    client: Client,
+    db: Database,
+    settings: Settings,
+    project_id: uuid.UUID,
+    fragment_id: uuid.UUID | None = None,
+) -> PublishVersion:
+    """Check, then queue the publish in the project's workflow."""
+    request = await check_publish(db, project_id, fragment_id)
+    await signal_project(client, settings, project_id, "publish", request)
+    return request
+
+
+async def unpublish(
+    client: Client, db: Database, settings: Settings, project_id: uuid.UUID
+) -> Unpublish:
+    """Queue the unpublish (after any publish queued before it)."""
+    request = await check_unpublish(db, project_id)
+    await signal_project(client, settings, project_id, "unpublish", request)
+    return request
+
+
+async def check_unpublish(db: Database, project_id: uuid.UUID) -> Unpublish:
+    """The unpublish of an existing project (ProjectNotFoundError otherwise); writes nothing."""
+    async with db.session() as session:
+        if await queries.get_project(session, project_id) is None:
+            raise ProjectNotFoundError(project_id)
+    return Unpublish(request_id=uuid.uuid4())
+
+
+async def wait_for_publication(
+    db: Database,
+    publication_id: uuid.UUID,
+    *,
+    wait_seconds: float = 1200,
+    poll_seconds: float = 0.5,
+) -> publications.PublicationRow:
+    """The publication once it is live or failed (TimeoutError after `wait_seconds`)."""
+    deadline = time.monotonic() + wait_seconds
+    while True:
+        async with db.session() as session:
+            row = await publications.get(session, publication_id)
+        if row is not None and row.status != publications.PublicationStatus.BUILDING:
+            return row
+        if time.monotonic() > deadline:
+            raise TimeoutError(
+                f"publication {publication_id} is not done after {wait_seconds:.0f}s"
+            )
+        await asyncio.sleep(poll_seconds)
+
+
+async def wait_unpublished(
+    db: Database, project_id: uuid.UUID, *, wait_seconds: float = 120, poll_seconds: float = 0.3
+) -> None:
+    deadline = time.monotonic() + wait_seconds
+    while True:
+        async with db.session() as session:
+            if await publications.latest(session, project_id) is None:
+                return
+        if time.monotonic() > deadline:
+            raise TimeoutError(f"project {project_id} is still published after {wait_seconds:.0f}s")
+        await asyncio.sleep(poll_seconds)
 
 
 async def cancel_running(client: Client, project_id: uuid.UUID) -> bool:

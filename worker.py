@@ -27,6 +27,7 @@ from activities.deletion import DeletionActivities
 from activities.llm import LlmActivities
 from activities.persistence import PersistenceActivities
 from activities.previews import PreviewActivities
+from activities.publishing import PublishActivities
 from activities.sandbox import SandboxActivities
 from activities.sandbox_service import SandboxService
 from activities.services import Services, open_services
@@ -68,6 +69,7 @@ def activities_for(
     checks = CheckActivities(services)
     uploads = UploadActivities(services)
     browser_checks = BrowserActivities(services, browser or SharedBrowser())
+    publishing = PublishActivities(services, sandboxes)
     return [
         sandbox.acquire_sandbox,
         sandbox.restore_workspace,
@@ -89,6 +91,9 @@ def activities_for(
         versions.restore_version,
         deletion.delete_project,
         uploads.place_uploads,
+        publishing.publish_version,
+        publishing.fail_publication,
+        publishing.unpublish,
     ]
 
 

@@ -8,7 +8,8 @@ from activities.errors import sandbox_failure
 from activities.services import Services
 from contract import DeletedProject, DeleteProjectInput
 from sandboxes.base import SandboxError, SandboxNotFoundError
-from storage import versions
+from storage import publications, versions
+from storage.blobs import open_blobs
 
 
 class DeletionActivities:
@@ -32,5 +33,8 @@ class DeletionActivities:
             raise sandbox_failure(error, "stopping the project's sandboxes") from error
         async with self._services.db.session() as session:
             deleted = await versions.delete_project(session, input.project_id)
+        # The publications' rows went by cascade; their build outputs are blobs.
+        blobs = self._services.blobs or open_blobs(self._services.settings)
+        await blobs.delete_prefix(publications.project_prefix(input.project_id))
         activity.logger.info("project deleted", extra={"sandboxes": killed})
         return DeletedProject(sandboxes_killed=killed, deleted=deleted)

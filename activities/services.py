@@ -12,6 +12,7 @@ from agent.llm import make_openai_client
 from runtime.settings import Settings
 from sandboxes.base import SandboxBackend
 from sandboxes.factory import sandbox_backend
+from storage.blobs import BlobStore, open_blobs
 from storage.db import Database
 
 
@@ -21,6 +22,8 @@ class Services:
     db: Database
     sandboxes: SandboxBackend
     llm: AsyncOpenAI
+    blobs: BlobStore | None = None
+    """Build outputs (publications); None: opened from the settings where needed."""
 
 
 @asynccontextmanager
@@ -30,7 +33,9 @@ async def open_services(settings: Settings, database_url: str) -> AsyncIterator[
     sandboxes = sandbox_backend(settings)
     try:
         await sandboxes.start()
-        yield Services(settings=settings, db=db, sandboxes=sandboxes, llm=llm)
+        yield Services(
+            settings=settings, db=db, sandboxes=sandboxes, llm=llm, blobs=open_blobs(settings)
+        )
     finally:
         await sandboxes.close()
         await llm.close()

@@ -15,7 +15,7 @@ from api import auth, errors
 from api.context import ApiContext
 from api.guard import SiteGuardMiddleware
 from api.limits import BodyLimitMiddleware
-from api.routes import fragments, git, health, projects
+from api.routes import fragments, git, health, projects, publish
 from api.templating import STATIC
 from api.ui import pages
 from runtime.metrics import RequestMetricsMiddleware, metrics_route
@@ -70,6 +70,7 @@ def create_app(context: ApiContext) -> FastAPI:
     app.include_router(projects.router)
     app.include_router(fragments.router)
     app.include_router(git.router)
+    app.include_router(publish.router)
     app.include_router(health.router)
     app.include_router(auth.router)
     app.include_router(pages.router)

@@ -52,8 +52,8 @@ def starting() -> bytes:
     return _response("503 Service Unavailable", body, [f"Retry-After: {STARTING_RETRY_SECONDS}"])
 
 
-def not_found(what: str) -> bytes:
-    body = _PAGE.format(refresh="", title="No preview here", spinner="", text=escape(what))
+def not_found(what: str, title: str = "No preview here") -> bytes:
+    body = _PAGE.format(refresh="", title=escape(title), spinner="", text=escape(what))
     return _response("404 Not Found", body, [])
 
 

@@ -28,12 +28,15 @@ from temporalio.service import RPCError
 
 from contract import WakePreview
 from gateway import pages
+from gateway.published import PublishedApps
+from gateway.request import RequestHead
 from runtime import metrics
 from runtime.logs import get_logger
 from runtime.preview_urls import host_pattern, project_from_host, url_template
 from runtime.relay import pipe
 from runtime.settings import Settings
 from storage import previews
+from storage.blobs import open_blobs
 from storage.db import Database
 from storage.models import Project
 from submission import signal_project
@@ -85,40 +88,6 @@ def _metrics_response(body: bytes) -> bytes:
 
 class GatewayError(RuntimeError):
     """The gateway cannot serve (its port is taken)."""
-
-
-@dataclass(frozen=True)
-class RequestHead:
-    """The first request of a connection: its request line and headers, as received."""
-
-    lines: list[bytes]
-
-    @classmethod
-    def parse(cls, raw: bytes) -> RequestHead:
-        return cls(raw[: -len(b"\r\n\r\n")].split(b"\r\n"))
-
-    def header(self, name: bytes) -> bytes | None:
-        for line in self.lines[1:]:
-            key, sep, value = line.partition(b":")
-            if sep and key.strip().lower() == name:
-                return value.strip()
-        return None
-
-    def path(self) -> bytes:
-        parts = self.lines[0].split(b" ")
-        return parts[1] if len(parts) > 1 else b""
-
-    def render(self, *, set_headers: dict[bytes, bytes] | None = None) -> bytes:
-        """The head again, with `set_headers` replacing (or added to) its headers."""
-        wanted = dict(set_headers or {})
-        lines = [self.lines[0]]
-        for line in self.lines[1:]:
-            key = line.partition(b":")[0].strip().lower()
-            if key in wanted:
-                continue
-            lines.append(line)
-        lines += [name + b": " + value for name, value in wanted.items()]
-        return b"\r\n".join(lines) + b"\r\n\r\n"
 
 
 @dataclass(frozen=True)
@@ -215,6 +184,7 @@ class PreviewGateway:
         self._woken: dict[uuid.UUID, float] = {}
         self._open: set[asyncio.StreamWriter] = set()
         self._own_names = own_names(settings)
+        self.published = PublishedApps(settings, db, open_blobs(settings))
 
     async def handle(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         if len(self._open) >= self._settings.qai_gateway_max_connections:
@@ -245,6 +215,8 @@ class PreviewGateway:
         except (asyncio.LimitOverrunError, asyncio.IncompleteReadError, TimeoutError):
             return
         head = RequestHead.parse(raw)
+        if await self.published.serve(head, writer):  # a published app's address
+            return
         host = (head.header(b"host") or b"").decode("latin-1")
         project_id = project_from_host(self._pattern, host)
         watch = metrics.Stopwatch()

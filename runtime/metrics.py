@@ -154,6 +154,18 @@ GATEWAY_REQUEST_SECONDS = Histogram(
     buckets=(0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30),
 )
 
+# ------------------------------------------------------------------ publishing
+
+PUBLISHES = Counter("qai_publishes", "Publishes that ended, by outcome: live, failed.", ["outcome"])
+PUBLISH_BUILD_SECONDS = Histogram(
+    "qai_publish_build_seconds",
+    "Time from the build sandbox's request to a stored production build.",
+    buckets=(5, 10, 20, 30, 45, 60, 90, 120, 180, 300, 600),
+)
+PUBLISHED_APPS = Gauge(
+    "qai_published_apps", "Published apps being served, by mode: static, server.", ["mode"]
+)
+
 # ------------------------------------------------------------------ HTTP API
 
 API_REQUEST_SECONDS = Histogram(

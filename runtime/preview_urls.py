@@ -27,9 +27,26 @@ def preview_url(settings: Settings, project_id: uuid.UUID | str) -> str:
     return url_template(settings).replace("{project_id}", str(project_id)) + "/"
 
 
-def host_pattern(settings: Settings) -> re.Pattern[str]:
+def publish_template(settings: Settings) -> str:
+    """The published app's URL form: `http://{project_id}.app.localhost:<port>` by default."""
+    return settings.qai_publish_url or (
+        f"http://{{project_id}}.app.localhost:{settings.qai_preview_port}"
+    )
+
+
+def publish_url(settings: Settings, project_id: uuid.UUID | str) -> str:
+    """The published app's stable address (the same across republishes)."""
+    return publish_template(settings).replace("{project_id}", str(project_id)) + "/"
+
+
+def publish_host_pattern(settings: Settings) -> re.Pattern[str]:
+    return host_pattern(settings, publish_template(settings))
+
+
+def host_pattern(settings: Settings, template: str | None = None) -> re.Pattern[str]:
     """Matches a request's host name (port ignored) and captures the project id."""
-    host = urlsplit(url_template(settings).replace("{project_id}", "PROJECT-ID")).hostname or ""
+    template = template or url_template(settings)
+    host = urlsplit(template.replace("{project_id}", "PROJECT-ID")).hostname or ""
     literal = re.escape(host.lower()).replace("project\\-id", f"({UUID_PATTERN})")
     return re.compile(f"^{literal}$")
 

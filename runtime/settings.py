@@ -33,6 +33,11 @@ class SandboxNetwork(StrEnum):
     HOST = "host"
 
 
+class BlobStoreName(StrEnum):
+    FILES = "files"
+    S3 = "s3"
+
+
 class LogFormat(StrEnum):
     CONSOLE = "console"
     JSON = "json"
@@ -259,6 +264,44 @@ class Settings(BaseSettings):
         ),
     )
 
+    # Publishing
+    qai_publish_url: str | None = Field(
+        default=None,
+        description=(
+            "Public form of published apps' URLs, with `{project_id}` (e.g. "
+            "`https://{project_id}.apps.example.com`). Unset: "
+            "`http://{project_id}.app.localhost:<QAI_PREVIEW_PORT>` (served by the gateway)."
+        ),
+    )
+    qai_publish_keep: int = Field(
+        default=3,
+        ge=1,
+        le=50,
+        description="Builds kept per project (the live one included); older ones are removed.",
+    )
+    qai_build_timeout: int = Field(
+        default=600, ge=30, description="Seconds `next build` may take in a build sandbox."
+    )
+    qai_blob_store: BlobStoreName = Field(
+        default=BlobStoreName.FILES,
+        description=(
+            "Where build outputs are kept: `files` (under `QAI_DATA_DIR/blobs`) or `s3` "
+            "(any S3-compatible service, e.g. MinIO; see the `QAI_S3_*` settings)."
+        ),
+    )
+    qai_s3_endpoint_url: str | None = Field(
+        default=None,
+        description="S3-compatible endpoint (e.g. `http://minio:9000`). Unset: AWS S3.",
+    )
+    qai_s3_bucket: str = Field(default="qai", description="Bucket of the `s3` blob store.")
+    qai_s3_region: str = Field(default="us-east-1", description="Region of the `s3` blob store.")
+    qai_s3_access_key_id: str | None = Field(
+        default=None, description="Access key of the `s3` blob store (unset: boto3's chain)."
+    )
+    qai_s3_secret_access_key: SecretStr | None = Field(
+        default=None, description="Secret key of the `s3` blob store."
+    )
+
     # HTTP API
     qai_api_host: str = Field(
         default="127.0.0.1",
@@ -458,7 +501,7 @@ class Settings(BaseSettings):
             if name.strip()
         )
 
-    @field_validator("qai_preview_url")
+    @field_validator("qai_preview_url", "qai_publish_url")
     @classmethod
     def _preview_template(cls, value: str | None) -> str | None:
         if not value:

@@ -227,3 +227,15 @@ async def save_imported_project(
         await session.rollback()
         raise
     return message
+
+
+async def latest_result_fragment(session: AsyncSession, project_id: uuid.UUID) -> Fragment | None:
+    """The fragment of the project's newest RESULT (its current version)."""
+    statement = (
+        sa.select(Fragment)
+        .join(Message, Message.id == Fragment.message_id)
+        .where(Message.project_id == project_id, Message.type == MessageType.RESULT)
+        .order_by(Message.seq.desc())
+        .limit(1)
+    )
+    return (await session.scalars(statement)).one_or_none()

@@ -1,5 +1,5 @@
-"""The JSON shapes of messages and fragments, shared by the API and the events that carry them,
-so a message reads the same in `GET /api/projects/{id}` and in its `message` event."""
+"""The JSON shapes of messages, fragments and publications, shared by the API and the events
+that carry them, so a message reads the same in `GET /api/projects/{id}` and in its event."""
 
 from __future__ import annotations
 
@@ -10,6 +10,7 @@ from typing import Any
 
 from storage.images import AttachedImage
 from storage.models import Fragment, Message, MessageRole
+from storage.publications import PublicationRow
 
 
 @dataclass(frozen=True)
@@ -124,3 +125,26 @@ def message_view(
     if usage is not None:
         view["usage"] = usage
     return view
+
+
+def publication_view(
+    latest: PublicationRow | None, served: PublicationRow | None, url: str
+) -> dict[str, Any] | None:
+    """The project's publication: its newest attempt, and the build its URL serves now.
+
+    A failed attempt shows `failed` with its error while `live_fragment_id` (the earlier
+    build, still served) says what visitors get.
+    """
+    if latest is None:
+        return None
+    shown = served if latest.status == "live" else latest
+    return {
+        "status": latest.status,
+        "url": url,
+        "fragment_id": str(latest.fragment_id),
+        "mode": (served or latest).mode,
+        "error": latest.error,
+        "published_at": served.published_at.isoformat() if served and served.published_at else None,
+        "live_fragment_id": str(served.fragment_id) if served else None,
+        "publication_id": str(shown.id),
+    }

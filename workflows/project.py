@@ -38,6 +38,7 @@ with workflow.unsafe.imports_passed_through():
         MessageOutcome,
         ProjectInput,
         ProjectStatus,
+        PublishVersion,
         RecordedMessage,
         RecordMessageInput,
         ReplyStatus,
@@ -47,6 +48,7 @@ with workflow.unsafe.imports_passed_through():
         SandboxLease,
         SaveReplyInput,
         ScreenshotInput,
+        Unpublish,
         WakePreview,
         agent_run_workflow_id,
         restore_workflow_id,
@@ -54,6 +56,7 @@ with workflow.unsafe.imports_passed_through():
     from workflows.code_agent import CodeAgentWorkflow
     from workflows.policies import RECORD_RETRY, SANDBOX_RETRY, host_gone, on_host
     from workflows.preview_lifecycle import PreviewLifecycle
+    from workflows.publishing import Publishing
     from workflows.screenshots import RESTORE_SCREENSHOT_PATCH, take_screenshot
 
 PROJECT_ID = SearchAttributeKey.for_keyword("QaiProjectId")
@@ -79,6 +82,7 @@ class ProjectWorkflow:
         self._queue: list[uuid.UUID] = []
         """Messages and restores, in arrival order; the first one is running."""
         self._restores: dict[uuid.UUID, RestoreVersion] = {}
+        self._publishing = Publishing(input.project_id)
         self._running: uuid.UUID | None = None
         self._child: workflow.ChildWorkflowHandle | None = None
         self._done: set[uuid.UUID] = set()
@@ -169,6 +173,22 @@ class ProjectWorkflow:
         self._queue.append(key)
 
     @workflow.signal
+    def publish(self, request: PublishVersion) -> None:
+        """Queue a publish behind the work already queued, once."""
+        self._queue_publishing(request.publication_id, request)
+
+    @workflow.signal
+    def unpublish(self, request: Unpublish) -> None:
+        """Queue an unpublish behind the work already queued (a publish before it included)."""
+        self._queue_publishing(request.request_id, request)
+
+    def _queue_publishing(self, key: uuid.UUID, request: PublishVersion | Unpublish) -> None:
+        if key in self._done or key in self._queue or self._deleting:
+            return
+        self._publishing.add(key, request)
+        self._queue.append(key)
+
+    @workflow.signal
     def wake(self, request: WakePreview) -> None:
         """Start the preview when no message is about to (the gateway found no sandbox)."""
         self._preview.woken(request)
@@ -189,7 +209,9 @@ class ProjectWorkflow:
             queued=list(self._queue), running=self._running, sandbox_id=self._state.sandbox_id
         )
 
-    async def _answer(self, message_id: uuid.UUID) -> MessageOutcome:
+    async def _answer(self, message_id: uuid.UUID) -> MessageOutcome | None:
+        if message_id in self._publishing:
+            return await self._publishing.run(message_id)
         if message_id in self._restores:
             return await self._restore_version(self._restores.pop(message_id))
         workflow_id = agent_run_workflow_id(message_id)

@@ -25,10 +25,11 @@ from repos.history import remove_repository
 from repos.importing import ImportRefused
 from repos.push import PushFailed, push_project
 from runtime import metrics
-from storage import events, images, listing, queries
+from runtime.preview_urls import publish_url
+from storage import events, images, listing, publications, queries
 from storage.errors import ProjectNotFoundError
 from storage.image_files import MAX_IMAGE_BYTES, MAX_IMAGES
-from storage.views import Prices, message_view, usage_view
+from storage.views import Prices, message_view, publication_view, usage_view
 from submission import (
     ImageUpload,
     InvalidSubmission,
@@ -325,6 +326,11 @@ async def project_body(project_id: str, context: ApiContext) -> dict[str, Any]:
         attached = await images.for_messages(session, [m.id for m in messages])
         totals = await listing.usage(session, key)
         last_run = await events.latest_run_event(session, key)
+        publication = publication_view(
+            await publications.latest(session, key),
+            await publications.served(session, key),
+            publish_url(context.settings, key),
+        )
     answered = {m.reply_to_id for m in messages if m.reply_to_id is not None}
     prices = Prices.of(context.settings)
     running = None
@@ -346,6 +352,7 @@ async def project_body(project_id: str, context: ApiContext) -> dict[str, Any]:
         "messages": [message_view(m, attached.get(m.id, []), prices=prices) for m in messages],
         "running": running,
         "usage": usage_view(*totals, prices),
+        "publication": publication,
     }
 
 

@@ -50,6 +50,11 @@ class ProjectState:
     messages: list[dict[str, Any]] = field(default_factory=list)
     running: Running | None = None
     versions: list[Version] = field(default_factory=list)
+    publication: dict[str, Any] | None = None
+    """`GET /api/projects/{id}`'s publication (see docs/publishing.md)."""
+
+    def version_number(self, fragment_id: str | None) -> int | None:
+        return next((v.number for v in self.versions if v.fragment_id == fragment_id), None)
 
     @property
     def preview_url(self) -> str | None:
@@ -127,4 +132,5 @@ async def project_state(context: ApiContext, project_id: uuid.UUID) -> ProjectSt
         messages=messages,
         running=running,
         versions=versions,
+        publication=body.get("publication"),
     )

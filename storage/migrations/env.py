@@ -4,7 +4,17 @@ from alembic import context
 from sqlalchemy.engine import Connection
 from sqlmodel import SQLModel
 
-from storage import events, images, models, previews, repositories, sessions, snapshots, transcript  # noqa: F401  (they register their tables on the metadata)
+from storage import (  # noqa: F401  (they register their tables on the metadata)
+    events,
+    images,
+    models,
+    previews,
+    publications,
+    repositories,
+    sessions,
+    snapshots,
+    transcript,
+)
 
 target_metadata = SQLModel.metadata
 

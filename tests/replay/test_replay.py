@@ -9,6 +9,7 @@ A change that would break running workflows fails here; make such changes behind
         -k "new_project or follow_up_reuses or two_messages or twice or iteration_limit \
         or expired or continues or killed_mid_run or fails_for_any or workspace_back \
         or compile_error or over_http or cancel_keeps or revives or prompt_to_preview"
+    QAI_RECORD_HISTORIES=1 .venv/bin/pytest tests/publish/test_publish_workflow.py
 
 They were recorded from today's workflow code, which holds no `workflow.patched` branches:
 a change that must keep running workflows going goes behind a new patch, and a release that

@@ -15,7 +15,7 @@ from alembic.runtime.migration import MigrationContext
 from sqlalchemy import text
 from sqlmodel import SQLModel
 
-from storage import sessions  # noqa: F401  (its table, like the others, must match)
+from storage import publications, sessions  # noqa: F401  (their tables, like the others, must match)
 from storage.db import Database
 from storage.migrate import current_revision, head_revision, upgrade
 
@@ -83,6 +83,8 @@ async def test_enum_types_and_cascades_exist(db: Database) -> None:
             "fk_messages_reply_to_id_messages",
             "fk_previews_project_id_projects",
             "fk_project_repositories_project_id_projects",
+            "fk_publications_fragment_id_fragments",
+            "fk_publications_project_id_projects",
             "fk_run_files_run_id_messages",
             "fk_screenshots_project_id_projects",
             "fk_transcript_entries_run_id_messages",

@@ -92,8 +92,22 @@ def offline_starter(database_url: str, clean_db: Database) -> Run:
         (("send", "not-a-uuid", "hi"), "'not-a-uuid' is not a project id"),
         (("send", str(uuid.UUID(int=7)), "hi"), f"project {uuid.UUID(int=7)} does not exist"),
         (("show", str(uuid.UUID(int=8))), f"project {uuid.UUID(int=8)} does not exist"),
+        (("publish", "nope"), "'nope' is not a project id"),
+        (("publish", str(uuid.UUID(int=9))), f"project {uuid.UUID(int=9)} does not exist"),
+        (("publish", str(uuid.UUID(int=9)), "--version", "v1"), "'v1' is not a version"),
+        (("unpublish", str(uuid.UUID(int=9))), f"project {uuid.UUID(int=9)} does not exist"),
     ],
-    ids=["empty", "too-long", "bad-id", "unknown-project", "show-unknown"],
+    ids=[
+        "empty",
+        "too-long",
+        "bad-id",
+        "unknown-project",
+        "show-unknown",
+        "publish-bad-id",
+        "publish-unknown",
+        "publish-bad-version",
+        "unpublish-unknown",
+    ],
 )
 async def test_bad_input_is_refused_and_writes_nothing(
     offline_starter: Run, clean_db: Database, args: tuple[str, ...], message: str

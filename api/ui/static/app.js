@@ -406,6 +406,9 @@
         document.title = `${box.dataset.name} · qai`;
       }
       showPreview(box.dataset.previewUrl, box.dataset.newest);
+      const publication = $("#publication");
+      // A publish sends no event when its build ends: look again while one builds.
+      if (publication && publication.dataset.status === "building") setTimeout(refresh, 2000);
       const selected = $("#version-bar").dataset.selected;
       if (selected && $("#code").dataset.fragment !== selected) loadCode(selected);
     }
@@ -472,6 +475,24 @@
       if (thumb) {
         chosenVersion = thumb.dataset.fragment;
         refresh();
+        return;
+      }
+      const publish = event.target.closest("#publish, #publish-version");
+      if (publish) {
+        publish.disabled = true;
+        const body = publish.dataset.fragment ? { fragment_id: publish.dataset.fragment } : {};
+        const result = await postJson(`/api/projects/${projectId}/publish`, body)
+          .catch(() => ({ ok: false, status: 0, data: { detail: "The server did not answer." } }));
+        const error = $("#version-error");
+        if (result.ok) {
+          if (error) showError(error, "");
+          publish.textContent = "Publishing…";
+          setTimeout(refresh, 1000);
+        } else {
+          publish.disabled = false;
+          if (error && publish.id === "publish-version") showError(error, refusal(result));
+          else window.alert(refusal(result));
+        }
         return;
       }
       const restore = event.target.closest("#restore");
