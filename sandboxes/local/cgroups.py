@@ -1,4 +1,5 @@
-"""Per-sandbox cgroups capping processes and memory (cgroup v1 or v2, whichever the host has).
+"""Per-sandbox cgroups capping processes and memory (cgroup v1 or v2, whichever the host has),
+and counting the CPU time the sandbox used (`cpu_seconds`: benchmarks and per-run costs).
 
 A fork bomb or memory hog then hurts only its own sandbox. Without writable cgroups the supervisor
 falls back to RLIMIT_NPROC (set in bwrap's child) and logs that memory is uncapped.
@@ -14,6 +15,8 @@ from pathlib import Path
 
 ROOT = Path("/sys/fs/cgroup")
 PARENT = "qai"
+V1_CONTROLLERS = ("pids", "memory", "cpuacct")
+"""cgroup v1 hierarchies a sandbox joins; cpuacct only counts (it caps nothing)."""
 
 
 def _write(path: Path, value: str) -> None:
@@ -28,7 +31,8 @@ class SandboxCgroups:
         if self.v2:
             self.dirs = [root / PARENT / sandbox_id]
         else:
-            self.dirs = [root / c / PARENT / sandbox_id for c in ("pids", "memory")]
+            controllers = [c for c in V1_CONTROLLERS if c != "cpuacct" or (root / c).is_dir()]
+            self.dirs = [root / c / PARENT / sandbox_id for c in controllers]
         self.root = root
 
     def create(self, memory_bytes: int, pids: int) -> None:
@@ -45,7 +49,7 @@ class SandboxCgroups:
             if (group / "memory.swap.max").exists():
                 _write(group / "memory.swap.max", "0")
             return
-        pids_dir, mem_dir = self.dirs
+        pids_dir, mem_dir = self.dirs[:2]
         for group in self.dirs:
             group.mkdir(parents=True, exist_ok=True)
         _write(pids_dir / "pids.max", str(pids))
@@ -58,6 +62,21 @@ class SandboxCgroups:
         """Move the calling process in (used in the child before it execs bwrap)."""
         for group in self.dirs:
             _write(group / "cgroup.procs", "0")
+
+    def cpu_seconds(self) -> float | None:
+        """CPU time the sandbox's processes have used so far; None when it is not counted."""
+        try:
+            if self.v2:
+                for line in (self.dirs[0] / "cpu.stat").read_text().splitlines():
+                    if line.startswith("usage_usec "):
+                        return int(line.split()[1]) / 1e6
+                return None
+            for group in self.dirs:
+                if group.parent.parent.name == "cpuacct":
+                    return int((group / "cpuacct.usage").read_text()) / 1e9
+        except (OSError, ValueError):
+            return None
+        return None
 
     def pids(self) -> set[int]:
         found: set[int] = set()
@@ -94,7 +113,7 @@ def leftover_ids(root: Path = ROOT) -> set[str]:
     bases = (
         [root / PARENT]
         if (root / "cgroup.controllers").exists()
-        else [root / c / PARENT for c in ("pids", "memory")]
+        else [root / c / PARENT for c in V1_CONTROLLERS]
     )
     ids: set[str] = set()
     for base in bases:
