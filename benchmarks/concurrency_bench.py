@@ -52,8 +52,8 @@ from sandboxes.local.layout import ID_PATTERN, Layout, cgroup_name, sandboxes_ro
 from storage.embedded import EmbeddedPostgres  # noqa: E402
 from storage.migrate import upgrade  # noqa: E402
 from submission import submit_prompt, wait_for_reply  # noqa: E402
-from workflows.project import agent_run_workflow_id  # noqa: E402
 from worker import build_workers  # noqa: E402
+from workflows.project import agent_run_workflow_id  # noqa: E402
 
 SAMPLE_SECONDS = 0.25
 PHASES = {
@@ -212,7 +212,7 @@ def _sandbox_id(payloads: Any) -> str | None:
 async def one_run(client: Client, services: Any, settings: Settings, n: int) -> tuple[Any, float]:
     started = time.time()
     submitted = await submit_prompt(client, services.db, settings, f"Bench project {n}")
-    reply = await wait_for_reply(client, services.db, settings, submitted.message_id)
+    await wait_for_reply(client, services.db, settings, submitted.message_id)
     return submitted, time.time() - started
 
 
@@ -221,7 +221,7 @@ async def main(args: argparse.Namespace) -> None:
     with tempfile.TemporaryDirectory(prefix="qai-concurrency-bench-") as tmp:
         script_path = Path(tmp) / "script.json"
         script_path.write_text(json.dumps(script(args.turns)))
-        llm = subprocess.Popen(
+        llm = subprocess.Popen(  # noqa: ASYNC220 - started once, before the loop is busy
             [sys.executable, "-m", "scripted_llm", "--script", str(script_path), "--port", "0",
              "--delay", str(args.latency)],
             cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True,
@@ -301,7 +301,7 @@ async def bench(
     ratios, run_seconds = [], []
     costs: dict[str, list[float]] = defaultdict(list)
     sandboxes: set[str] = set()
-    for submitted, seconds in outcomes:
+    for submitted, _seconds in outcomes:
         steps, opened, closed = await steps_of(client, agent_run_workflow_id(submitted.message_id))
         turns = sum(s.activity == "agent_turn" for s in steps)
         ideal = turns * args.latency
@@ -347,8 +347,9 @@ async def bench(
     print("\nactivity               n   median     p95   (queue wait median)")
     for name in sorted(durations, key=lambda n: -statistics.median(durations[n])):
         values = durations[name]
+        wait = statistics.median(waits[name])
         print(f"{name:<20} {len(values):>4} {statistics.median(values):>7.2f} s "
-              f"{percentile(values, 0.95):>6.2f} s   ({statistics.median(waits[name]):.2f} s)")  # fmt: skip
+              f"{percentile(values, 0.95):>6.2f} s   ({wait:.2f} s)")  # fmt: skip
     print("\nCPU-seconds per run, by phase (sandbox cgroup)   median     p95")
     for name, values in costs.items():
         print(f"  {name:<44} {statistics.median(values):>6.2f} {percentile(values, 0.95):>7.2f}")
@@ -372,7 +373,7 @@ async def bench(
     for sandbox in sandboxes:
         try:
             await services.sandboxes.kill(sandbox)
-        except Exception as error:  # noqa: BLE001 - cleanup goes on
+        except Exception as error:
             print(f"could not kill {sandbox}: {error}")
 
 
