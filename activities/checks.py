@@ -17,6 +17,7 @@ from activities.events import run_phase
 from activities.heartbeat import heartbeating
 from activities.sandbox import PREVIEW_PORT
 from activities.services import Services
+from activities.slots import cpu_slot
 from agent.checks import (
     NEXT_ERROR_MARKER,
     SERVER_LOG,
@@ -75,7 +76,7 @@ class CheckActivities:
         key = f"verifying:{activity.info().activity_id}"
         await run_phase(self._services.db, input.run_id, "verifying", key=key)
         try:
-            async with heartbeating():
+            async with heartbeating(), cpu_slot(self._services, input.run_id, "check", "types"):
                 return metrics.check_done(await run_tsc(sandbox))
         except SandboxError as error:
             return _skipped("types", error)
@@ -86,7 +87,7 @@ class CheckActivities:
         routes, dynamic = await self._changed_routes(input)
         try:
             sandbox = await self._services.sandboxes.connect(input.sandbox_id)
-            async with heartbeating():
+            async with heartbeating(), cpu_slot(self._services, input.run_id, "check", "routes"):
                 result = await request_routes(sandbox, routes)
         except SandboxError as error:
             return _skipped("routes", error)

@@ -109,6 +109,16 @@ class Settings(BaseSettings):
         ),
     )
 
+    qai_cpu_slots: int | None = Field(
+        default=None,
+        ge=1,
+        le=256,
+        description=(
+            "CPU-heavy steps (checks, browser pages, first compiles, builds) this host runs at "
+            "once; others wait their turn (default: the number of cores)."
+        ),
+    )
+
     qai_sandbox_replacements: int = Field(
         default=2,
         ge=0,
