@@ -24,9 +24,7 @@ TSC_JS_COMMAND = "node_modules/.bin/tsc --noEmit -p . --pretty false"
 """TypeScript 5 (JS), which `next build` also uses; npx would look for it on the network."""
 TSGO_COMMAND = shlex.join(TSGO_ARGS)
 """TypeScript 7, the native compiler, as the template runs it (see `sandboxes.template`)."""
-TSC_COMMAND = (
-    f"if [ -x node_modules/.bin/tsgo ]; then {TSGO_COMMAND}; else {TSC_JS_COMMAND}; fi"
-)
+TSC_COMMAND = f"if [ -x node_modules/.bin/tsgo ]; then {TSGO_COMMAND}; else {TSC_JS_COMMAND}; fi"
 """The type check: the native compiler, many times cheaper; TypeScript 5 in projects that
 dropped it (restored from before the template had it, say)."""
 SERVER_LOG = "/tmp/qai-start.log"

@@ -75,7 +75,7 @@ class HostSlots:
             if on_wait is not None:
                 await on_wait()
             async with self._queue:
-                while (fd := self._try_take()) is None:
+                while (fd := self._try_take()) is None:  # noqa: ASYNC110 - freed by other processes too
                     await asyncio.sleep(self.poll)
             waited = time.monotonic() - started
             log.info("cpu slot taken after a wait", kind=kind, seconds=round(waited, 2))

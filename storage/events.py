@@ -125,6 +125,25 @@ async def latest_run_event(session: AsyncSession, project_id: uuid.UUID) -> Even
     return (await session.scalars(query)).one_or_none()
 
 
+async def latest_run_phase(session: AsyncSession, message_id: uuid.UUID) -> str | None:
+    """The phase of the newest `run` event of the run answering `message_id` (None before any).
+
+    Activities write phases the workflow's progress does not know, such as a wait for a slot.
+    """
+    project = sa.select(Message.project_id).where(Message.id == message_id).scalar_subquery()
+    query = (
+        sa.select(EventRow.data["phase"].astext)
+        .where(
+            EventRow.project_id == project,
+            EventRow.kind == EventKind.RUN.value,
+            EventRow.data["message_id"].astext == str(message_id),
+        )
+        .order_by(EventRow.seq.desc())
+        .limit(1)
+    )
+    return await session.scalar(query)
+
+
 def _json(data: dict[str, Any]) -> str:
     return json.dumps(data, ensure_ascii=False, default=str)
 

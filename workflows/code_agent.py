@@ -100,6 +100,8 @@ REPLACE_SANDBOX_PATCH = "workspace-snapshots"
 OPTIONAL_STEPS_PATCH = "optional-steps-never-fail"
 CHECKS_PATCH = "check-the-draft"
 """A summary is accepted only after the draft's checks, with rounds to fix what they find."""
+PARALLEL_CHECKS_PATCH = "parallel-checks"
+"""Types and routes are checked at the same time (each takes one of the host's CPU slots)."""
 FIX_ROUND_ITERATIONS = 6
 """Iterations a fix round may use, on top of QAI_MAX_ITERATIONS: fixing never ends a run."""
 """The preview is checked before the RESULT is saved; the title can only fall back."""
@@ -344,14 +346,20 @@ class CodeAgentWorkflow:
             summary = fixed
 
     async def _run_checks(self, input: AgentRunInput) -> list[CheckResult]:
-        """Types, routes, then the log lines written while the routes were requested."""
+        """Types and routes, then the log lines written while the routes were requested."""
         target = CheckInput(
             project_id=input.project_id,
             run_id=input.message_id,
             sandbox_id=self._lease.sandbox_id,
         )
-        types = await self._check(CheckActivities.check_types, target, "types")
-        routes = await self._check(CheckActivities.check_routes, target, "routes")
+        if workflow.patched(PARALLEL_CHECKS_PATCH):
+            types, routes = await asyncio.gather(
+                self._check(CheckActivities.check_types, target, "types"),
+                self._check(CheckActivities.check_routes, target, "routes"),
+            )
+        else:
+            types = await self._check(CheckActivities.check_types, target, "types")
+            routes = await self._check(CheckActivities.check_routes, target, "routes")
         log_input = LogCheckInput(sandbox_id=self._lease.sandbox_id, since=routes.log_offset or 0)
         server_log = await self._check(CheckActivities.check_server_log, log_input, "server log")
         return [types, routes, server_log]

@@ -24,6 +24,7 @@ from typing import TYPE_CHECKING, Any
 import httpx
 import structlog
 
+from runtime.slots import host_slots
 from sandboxes.base import SandboxUnavailableError
 from sandboxes.local.layout import ID_PATTERN, Layout, read_state, state_alive, update_state
 from sandboxes.local.sandbox import LocalSandbox
@@ -250,7 +251,8 @@ class WarmPool:
         started = time.monotonic()
         deadline = started + WARM_TIMEOUT
         status: int | str = "no answer"
-        async with httpx.AsyncClient(timeout=120) as client:
+        slot = host_slots(self.backend.settings).hold("compile")  # the first compile is heavy
+        async with slot, httpx.AsyncClient(timeout=120) as client:
             while (layout.root / "pooled").exists():
                 try:
                     status = (await client.get(url)).status_code
