@@ -7,6 +7,8 @@ requested). A check that cannot run is `skipped` with its reason; it never fails
 
 from __future__ import annotations
 
+import asyncio
+import time
 import uuid
 
 import httpx
@@ -36,6 +38,7 @@ from storage import snapshots
 
 ROUTE_TIMEOUT_SECONDS = 120.0
 """A route's first request compiles it: seconds on a fresh dev server."""
+SERVER_START_POLL_SECONDS = 0.25
 SOURCE_SUFFIXES = (".tsx", ".ts", ".jsx", ".js", ".mdx", ".css")
 
 
@@ -154,7 +157,7 @@ async def request_routes(sandbox: Sandbox, routes: list[str]) -> CheckResult:
             try:
                 # The first answer may come from a compile that began before the run's last
                 # write (the warm-up's, say); the second shows the files as they are.
-                await client.get(base + route)
+                await _first_answer(client, base + route)
                 response = await client.get(base + route)
             except httpx.HTTPError as error:
                 what = (
@@ -172,6 +175,20 @@ async def request_routes(sandbox: Sandbox, routes: list[str]) -> CheckResult:
                 issues.append(CheckIssue(check="routes", message=message))
     status = CheckStatus.FAILED if issues else CheckStatus.PASSED
     return CheckResult(name="routes", status=status, issues=bounded(issues), log_offset=offset)
+
+
+async def _first_answer(client: httpx.AsyncClient, url: str) -> None:
+    """GET `url` once the dev server takes connections: a new sandbox's server may still be
+    starting when a quick run (or a check that no longer waits behind tsc) asks."""
+    deadline = time.monotonic() + ROUTE_TIMEOUT_SECONDS
+    while True:
+        try:
+            await client.get(url)
+            return
+        except (httpx.ConnectError, httpx.RemoteProtocolError, httpx.ReadError):
+            if time.monotonic() > deadline:
+                raise
+            await asyncio.sleep(SERVER_START_POLL_SECONDS)
 
 
 async def read_server_log(sandbox: Sandbox, since: int) -> CheckResult:

@@ -33,6 +33,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+import sqlalchemy as sa
 from temporalio.api.enums.v1 import EventType
 from temporalio.client import Client
 from temporalio.contrib.pydantic import pydantic_data_converter
@@ -357,6 +358,19 @@ async def bench(
     print(f"worker process CPU: {worker_cpu:.1f} s in all, {worker_cpu / args.runs:.2f} s per run")
     print(f"PostgreSQL + Temporal server CPU: {helpers_cpu:.1f} s in all, "
           f"{helpers_cpu / args.runs:.2f} s per run")  # fmt: skip
+
+    async with services.db.session() as session:
+        rows = (
+            await session.execute(
+                sa.text("SELECT kind, count(*) FROM events GROUP BY kind ORDER BY kind")
+            )
+        ).all()
+    written = ", ".join(f"{kind} {count / args.runs:.1f}" for kind, count in rows)
+    print(f"events written per run: {written}")
+    turns = durations.get("agent_turn", [])
+    if turns:
+        print(f"agent_turn beyond the model's {args.latency:g} s: median "
+              f"{statistics.median(turns) - args.latency:.2f} s")  # fmt: skip
 
     if args.idle_seconds and sandboxes:
         sandbox = sorted(sandboxes)[0]

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import itertools
 import subprocess
 import sys
 import time
@@ -30,7 +31,7 @@ async def test_one_slot_serialises_holders_and_announces_the_wait(tmp_path: Path
 
     await asyncio.gather(*(step(f"step {n}") for n in range(4)))
     intervals.sort()
-    assert all(end <= nxt for (_, end), (nxt, _) in zip(intervals, intervals[1:], strict=False))
+    assert all(end <= nxt for (_, end), (nxt, _) in itertools.pairwise(intervals))
     assert sorted(waits) == ["step 1", "step 2", "step 3"]  # the first one took it at once
 
 
@@ -53,7 +54,7 @@ async def test_two_slots_let_two_run_together(tmp_path: Path) -> None:
 async def test_a_slot_held_by_another_process_is_waited_for_and_freed_when_it_exits(
     tmp_path: Path,
 ) -> None:
-    holder = subprocess.Popen(
+    holder = subprocess.Popen(  # noqa: ASYNC220 - a stand-in for another worker process
         [
             sys.executable,
             "-c",
