@@ -117,7 +117,8 @@ async def test_one_slot_makes_two_runs_check_in_turn(
         for project_id, _ in runs:
             intervals += await step_intervals(harness, project_id)
         intervals.sort()
-        assert sorted(step for *_, step in intervals) == ["routes", "routes", "types", "types"], intervals
+        steps = sorted(step for *_, step in intervals)
+        assert steps == ["routes", "routes", "types", "types"], intervals
         for (_, end, _), (start, _, _) in itertools.pairwise(intervals):
             assert end <= start, f"two checks overlapped: {intervals}"
         for project_id, _ in runs:
