@@ -174,6 +174,22 @@ class Sampler:
 
 
 @dataclass
+class SqlCounter:
+    """The worker's SQL statements and the time spent in them (a round trip each)."""
+
+    count: int = 0
+    seconds: float = 0.0
+    _started: dict[int, float] = field(default_factory=dict)
+
+    def before(self, conn: Any, cursor: Any, *_: Any) -> None:
+        self._started[id(cursor)] = time.perf_counter()
+
+    def after(self, conn: Any, cursor: Any, *_: Any) -> None:
+        self.count += 1
+        self.seconds += time.perf_counter() - self._started.pop(id(cursor), time.perf_counter())
+
+
+@dataclass
 class Step:
     activity: str
     scheduled: float
@@ -293,6 +309,9 @@ async def bench(
         template = await backend.template("nextjs")
         while sum(e.warm for e in backend.pool.entries(template)[0]) < backend.pool.size:  # noqa: ASYNC110
             await asyncio.sleep(0.5)
+    sql = SqlCounter()
+    sa.event.listen(services.db.engine.sync_engine, "before_cursor_execute", sql.before)
+    sa.event.listen(services.db.engine.sync_engine, "after_cursor_execute", sql.after)
     sampler = Sampler(sandboxes_root(settings.data_dir))
     sampling = asyncio.create_task(sampler.run())
     helpers_before = sum(tree_cpu(pid) for pid in helper_pids if pid)
@@ -391,6 +410,9 @@ async def bench(
         ).all()
     written = ", ".join(f"{kind} {count / args.runs:.1f}" for kind, count in rows)
     print(f"events written per run: {written}")
+    print(f"SQL statements per run: {sql.count / args.runs:.0f}, "
+          f"{sql.seconds / args.runs:.2f} s in them per run "
+          f"({sql.seconds / max(sql.count, 1) * 1000:.1f} ms each)")  # fmt: skip
     turns = durations.get("agent_turn", [])
     if turns:
         print(f"agent_turn beyond the model's {args.latency:g} s: median "
