@@ -24,6 +24,7 @@ from typing import Any, NoReturn
 
 from temporalio.service import RPCError
 
+from contract import MessageOutcome
 from runtime.settings import Settings, settings_or_exit
 from runtime.temporal import TemporalConnectionError, connect_temporal
 from storage import queries
@@ -39,7 +40,6 @@ from submission import (
     outcome_of,
     wait_for_reply,
 )
-from workflows.project import MessageOutcome
 
 EXIT_ERROR_REPLY = 1
 EXIT_USAGE = 2

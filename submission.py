@@ -26,26 +26,27 @@ from temporalio.client import Client, WorkflowExecutionStatus
 from temporalio.exceptions import WorkflowAlreadyStartedError
 from temporalio.service import RPCError, RPCStatusCode
 
+from contract import (
+    MAX_PROMPT_CHARS,
+    CancelRun,
+    EnqueueMessage,
+    MessageOutcome,
+    ProjectInput,
+    RunProgress,
+    agent_run_workflow_id,
+    project_workflow_id,
+)
 from runtime.settings import Settings
 from runtime.slots import WAIT_PHASES
 from storage import events, queries
 from storage.db import Database
 from storage.errors import ProjectNotFoundError
 from storage.models import Message
-from workflows.code_agent import CodeAgentWorkflow, RunProgress
-from workflows.project import (
-    EnqueueMessage,
-    MessageOutcome,
-    ProjectInput,
-    ProjectWorkflow,
-    agent_run_workflow_id,
-    project_search_attributes,
-    project_workflow_id,
-)
+from workflows.code_agent import CodeAgentWorkflow
+from workflows.project import ProjectWorkflow, project_search_attributes
 
 log = logging.getLogger(__name__)
 
-MAX_PROMPT_CHARS = 10_000
 WORKER_GRACE_SECONDS = 3.0
 """How long a submission may wait unpicked before the client says no worker is polling."""
 POLLER_FRESH_SECONDS = 75.0
@@ -197,6 +198,19 @@ async def signal_project(
         # Two first messages raced and the time-skipping test server does not make
         # signal-with-start atomic; the entity now runs, so signal it.
         await client.get_workflow_handle(workflow_id).signal(signal, argument)
+
+
+async def cancel_running(client: Client, project_id: uuid.UUID) -> bool:
+    """Cancel the project's running message (it ends as an ERROR and keeps its work); False
+    when the project's workflow is not running, so nothing can be."""
+    handle = client.get_workflow_handle(project_workflow_id(project_id))
+    try:
+        await handle.signal(ProjectWorkflow.cancel, CancelRun())
+    except RPCError as error:
+        if error.status != RPCStatusCode.NOT_FOUND:
+            raise
+        return False
+    return True
 
 
 async def reply_to(db: Database, message_id: uuid.UUID) -> Message | None:

@@ -27,6 +27,7 @@ from activities.llm import LlmActivities
 from activities.persistence import PersistenceActivities
 from activities.previews import PreviewActivities
 from activities.sandbox import SandboxActivities
+from activities.sandbox_service import SandboxService
 from activities.services import Services, open_services
 from activities.tools import ToolActivities
 from activities.versions import VersionActivities
@@ -45,15 +46,16 @@ log = get_logger("qai.worker")
 WORKFLOWS: list[type] = [ProjectWorkflow, CodeAgentWorkflow]
 
 
-def host_task_queue(task_queue: str, host_id: str) -> str:
+def host_queue_name(task_queue: str, host_id: str) -> str:
     """The queue only this host polls: activities on its (local) sandboxes are sent there."""
     return f"{task_queue}-on-{host_id}"
 
 
 def activities_for(services: Services, host_queue: str) -> list[Any]:
     """Every activity of the worker, bound to the shared clients."""
-    sandbox = SandboxActivities(services, host_queue)
-    previews = PreviewActivities(services, sandbox)
+    sandboxes = SandboxService(services, host_queue)
+    sandbox = SandboxActivities(services, sandboxes)
+    previews = PreviewActivities(services, sandboxes)
     llm = LlmActivities(services)
     tools = ToolActivities(services)
     persistence = PersistenceActivities(services)
@@ -62,7 +64,6 @@ def activities_for(services: Services, host_queue: str) -> list[Any]:
     checks = CheckActivities(services)
     return [
         sandbox.acquire_sandbox,
-        sandbox.hydrate_sandbox,
         sandbox.restore_workspace,
         sandbox.extend_sandbox,
         previews.start_preview,
@@ -90,7 +91,7 @@ class Workers:
     def __init__(self, client: Client, services: Services, *, task_queue: str | None = None):
         shared = task_queue or services.settings.qai_task_queue
         self.task_queue = shared
-        self.host_queue = host_task_queue(shared, services.settings.host_id)
+        self.host_queue = host_queue_name(shared, services.settings.host_id)
         activities = activities_for(services, self.host_queue)
         options: dict[str, Any] = {
             "interceptors": [LogContextInterceptor()],
@@ -128,29 +129,13 @@ async def _prepare_sandboxes(settings: Settings) -> None:
         log.info("sandbox template ready", path=str(path))
 
 
-def _sandbox_counts(services: Services) -> tuple[int, int]:
-    """Live and pooled local sandboxes on this host (every worker on it shares the directory)."""
-    from sandboxes.local.backend import LocalBackend
-    from sandboxes.local.layout import ID_PATTERN
-
-    backend = services.sandboxes
-    if not isinstance(backend, LocalBackend) or not backend.root.is_dir():
-        return 0, 0
-    ready = [
-        path
-        for path in backend.root.iterdir()
-        if ID_PATTERN.match(path.name) and (path / "ready").exists()
-    ]
-    return len(ready), sum((path / "pooled").exists() for path in ready)
-
-
 async def _serve_metrics(
     stack: AsyncExitStack, settings: Settings, services: Services, client: Client
 ) -> None:
     """`/metrics` and `/healthz` on QAI_METRICS_PORT (0: not served)."""
     if not settings.qai_metrics_port:
         return
-    metrics.sandboxes_from(lambda: _sandbox_counts(services))
+    metrics.sandboxes_from(services.sandboxes.host_counts)
 
     async def healthy() -> bool:
         """The worker runs (this server stops with it) and Temporal answers."""

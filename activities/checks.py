@@ -9,15 +9,13 @@ from __future__ import annotations
 
 import asyncio
 import time
-import uuid
 
 import httpx
-from pydantic import BaseModel
 from temporalio import activity
 
 from activities.events import run_phase
 from activities.heartbeat import heartbeating
-from activities.sandbox import PREVIEW_PORT
+from activities.sandbox_service import preview_port
 from activities.services import Services
 from activities.slots import cpu_slot
 from agent.checks import (
@@ -32,6 +30,7 @@ from agent.checks import (
     parse_tsc,
     routes_of,
 )
+from contract import CheckInput, LogCheckInput
 from runtime import metrics
 from sandboxes.base import CommandFailedError, Sandbox, SandboxError, SandboxNotFoundError
 from storage import snapshots
@@ -40,18 +39,6 @@ ROUTE_TIMEOUT_SECONDS = 120.0
 """A route's first request compiles it: seconds on a fresh dev server."""
 SERVER_START_POLL_SECONDS = 0.25
 SOURCE_SUFFIXES = (".tsx", ".ts", ".jsx", ".js", ".mdx", ".css")
-
-
-class CheckInput(BaseModel):
-    project_id: uuid.UUID
-    run_id: uuid.UUID
-    sandbox_id: str
-
-
-class LogCheckInput(BaseModel):
-    sandbox_id: str
-    since: int
-    """Byte offset of the server log where this round of checks began."""
 
 
 def _skipped(name: str, error: SandboxError) -> CheckResult:
@@ -77,7 +64,13 @@ class CheckActivities:
             return _skipped("types", error)
         # The first check of a round: the run is verifying its draft.
         key = f"verifying:{activity.info().activity_id}"
-        await run_phase(self._services.db, input.run_id, "verifying", key=key)
+        await run_phase(
+            self._services.db,
+            input.run_id,
+            "verifying",
+            max_iterations=input.max_iterations,
+            key=key,
+        )
         try:
             async with heartbeating(), cpu_slot(self._services, input.run_id, "check", "types"):
                 return metrics.check_done(await run_tsc(sandbox))
@@ -150,7 +143,7 @@ async def request_routes(sandbox: Sandbox, routes: list[str]) -> CheckResult:
             reason="the run changed no route",
             log_offset=offset,
         )
-    base = sandbox.preview_url(PREVIEW_PORT)
+    base = sandbox.preview_url(preview_port())
     issues: list[CheckIssue] = []
     async with httpx.AsyncClient(timeout=ROUTE_TIMEOUT_SECONDS, follow_redirects=True) as client:
         for route in routes:

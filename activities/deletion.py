@@ -2,26 +2,13 @@
 
 from __future__ import annotations
 
-import uuid
-
-from pydantic import BaseModel
 from temporalio import activity
 
 from activities.errors import sandbox_failure
 from activities.services import Services
+from contract import DeletedProject, DeleteProjectInput
 from sandboxes.base import SandboxError, SandboxNotFoundError
 from storage import versions
-
-
-class DeleteProjectInput(BaseModel):
-    project_id: uuid.UUID
-    sandbox_id: str | None = None
-    """The sandbox the project's workflow holds; others are found by their metadata."""
-
-
-class DeletedProject(BaseModel):
-    sandboxes_killed: int
-    deleted: bool
 
 
 class DeletionActivities:

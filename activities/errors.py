@@ -10,6 +10,7 @@ from __future__ import annotations
 
 from temporalio.exceptions import ApplicationError
 
+from contract import SandboxErrorType
 from runtime.logs import get_logger
 from sandboxes.base import (
     CommandFailedError,
@@ -61,8 +62,26 @@ def user_message(error: SandboxError, doing: str) -> str:
     return f"The sandbox could not be used while {doing}. The operator can find why in the logs."
 
 
-SANDBOX_GONE = f"Sandbox{SandboxNotFoundError.__name__}"
-"""The ApplicationError type of a sandbox that stopped (killed or expired): a run replaces it."""
+def error_type(error: SandboxError) -> SandboxErrorType:
+    """The recorded type of a sandbox error: an explicit constant, never a class name, so a
+    renamed class cannot change what a replay sees. Most specific class first."""
+    for cls, kind in _TYPES:
+        if isinstance(error, cls):
+            return kind
+    return SandboxErrorType.OTHER
+
+
+_TYPES: tuple[tuple[type[SandboxError], SandboxErrorType], ...] = (
+    (SandboxNotFoundError, SandboxErrorType.GONE),
+    (SandboxStartTimeoutError, SandboxErrorType.START_TIMEOUT),
+    (SandboxTimeoutError, SandboxErrorType.TIMEOUT),
+    (SandboxTemplateError, SandboxErrorType.TEMPLATE),
+    (InvalidPathError, SandboxErrorType.INVALID_PATH),
+    (SandboxFileNotFoundError, SandboxErrorType.FILE_NOT_FOUND),
+    (WorkspaceError, SandboxErrorType.WORKSPACE),
+    (SandboxUnavailableError, SandboxErrorType.UNAVAILABLE),
+    (CommandFailedError, SandboxErrorType.COMMAND_FAILED),
+)
 
 
 def sandbox_failure(error: SandboxError, doing: str) -> ApplicationError:
@@ -79,6 +98,6 @@ def sandbox_failure(error: SandboxError, doing: str) -> ApplicationError:
     )
     return ApplicationError(
         user_message(error, doing),
-        type=f"Sandbox{type(error).__name__}",
+        type=error_type(error),
         non_retryable=not error.retryable,
     )

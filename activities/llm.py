@@ -6,10 +6,7 @@ call is never paid for twice. The transcript is read from PostgreSQL, never from
 
 from __future__ import annotations
 
-import uuid
-
 from openai import APIError
-from pydantic import BaseModel, Field
 from temporalio import activity
 
 from activities.events import TokenStream, run_phase
@@ -18,6 +15,7 @@ from activities.services import Services
 from agent.llm import chat_completion, classify_llm_error, stream_chat_completion, usage_of
 from agent.prompt import TITLE_PROMPT, clean_title, extract_task_summary, fallback_title
 from agent.tools import TOOL_DEFINITIONS
+from contract import AgentTurnInput, AgentTurnResult, TitleInput, ToolCallRef
 from runtime import metrics
 from storage import transcript
 
@@ -25,34 +23,6 @@ NUDGE = (
     "Continue with the task using the tools. When everything is done, reply with the "
     "<task_summary> block; that is the only way to finish."
 )
-
-
-class AgentTurnInput(BaseModel):
-    run_id: uuid.UUID
-    iteration: int = Field(ge=1)
-    model: str
-
-
-class ToolCallRef(BaseModel):
-    id: str
-    name: str
-
-
-class AgentTurnResult(BaseModel):
-    tool_calls: list[ToolCallRef]
-    summary: str | None
-    """Set when the reply contains <task_summary>: the run is done after its tool calls."""
-    prompt_tokens: int = 0
-    completion_tokens: int = 0
-    replayed: bool = False
-    """True when the reply came from the store, not from a new paid call."""
-
-
-class TitleInput(BaseModel):
-    run_id: uuid.UUID
-    model: str
-    summary: str
-    prompt: str
 
 
 def _result(entry: transcript.TranscriptEntry, *, replayed: bool) -> AgentTurnResult:
@@ -103,7 +73,7 @@ class LlmActivities:
             input.run_id,
             "thinking",
             iteration=input.iteration,
-            max_iterations=self._services.settings.qai_max_iterations,
+            max_iterations=input.max_iterations,
             key=f"thinking:{input.iteration}",
         )
         async with db.session() as session:
@@ -182,7 +152,7 @@ class LlmActivities:
             self._services.db,
             input.run_id,
             "saving",
-            max_iterations=self._services.settings.qai_max_iterations,
+            max_iterations=input.max_iterations,
             key="saving",
         )
         async with self._services.db.session() as session:

@@ -3,9 +3,7 @@
 from __future__ import annotations
 
 import uuid
-from enum import StrEnum
 
-from pydantic import BaseModel
 from sqlalchemy.ext.asyncio import AsyncSession
 from temporalio import activity
 from temporalio.exceptions import ApplicationError
@@ -13,83 +11,27 @@ from temporalio.exceptions import ApplicationError
 from activities import run_metrics
 from activities.events import emit, run_phase
 from activities.services import Services
-from agent.checks import CheckIssue, ChecksReport, feedback
+from agent.checks import feedback
 from agent.prompt import system_prompt
+from contract import (
+    CheckFeedbackInput,
+    RecordedMessage,
+    RecordMessageInput,
+    ReplyStatus,
+    SavedReply,
+    SaveReplyInput,
+    StartRunInput,
+    StartRunResult,
+    StoreErrorType,
+)
 from conversation import build_conversation_payload, load_project_conversation_context
 from runtime import metrics
-from sandboxes.template import load_manifest
+from sandboxes.manifest import load_manifest
 from storage import queries, snapshots, transcript
 from storage.errors import MessageNotFoundError, ProjectNotFoundError
 from storage.events import EventKind
 from storage.models import FragmentData, Message, MessageRole, MessageType
 from storage.views import message_view
-
-
-class StartRunInput(BaseModel):
-    project_id: uuid.UUID
-    run_id: uuid.UUID
-    """The user message this run answers."""
-
-
-class StartRunResult(BaseModel):
-    """The run's configuration comes from the worker's settings, recorded once in history."""
-
-    model: str
-    title_model: str
-    max_iterations: int
-    llm_timeout_seconds: float
-    prompt: str
-    """The user's request (for the fallback title); short by the starter's input checks."""
-    previous_files: int
-    fix_attempts: int = 0
-    """Rounds in which the model fixes what the checks found (0: no checks)."""
-    restorable: bool = False
-    """The project has a workspace snapshot (or files) that a new sandbox must get back."""
-    max_sandbox_replacements: int = 0
-
-
-class RecordMessageInput(BaseModel):
-    project_id: uuid.UUID
-    message_id: uuid.UUID
-    prompt: str
-    new_project_name: str | None = None
-    """Set for a project's first message: the project row is created with this name."""
-
-
-class RecordedMessage(BaseModel):
-    answered: bool
-    """The message already has its reply (a resubmission): there is nothing to run."""
-
-
-class ReplyStatus(StrEnum):
-    RESULT = "RESULT"
-    ERROR = "ERROR"
-
-
-class SaveReplyInput(BaseModel):
-    project_id: uuid.UUID
-    run_id: uuid.UUID
-    workflow_id: str
-    status: ReplyStatus
-    content: str
-    title: str | None = None
-    sandbox_url: str | None = None
-    iterations: int = 0
-    checks: ChecksReport | None = None
-
-
-class CheckFeedbackInput(BaseModel):
-    run_id: uuid.UUID
-    iteration: int
-    """The iteration whose model call will read the feedback."""
-    errors: list[CheckIssue]
-
-
-class SavedReply(BaseModel):
-    message_id: uuid.UUID
-    status: ReplyStatus
-    content: str
-    files: int
 
 
 async def emit_message(
@@ -147,14 +89,14 @@ class PersistenceActivities:
             if position is None:
                 raise ApplicationError(
                     f"message {input.run_id} does not belong to project {input.project_id}",
-                    type="UnknownMessage",
+                    type=StoreErrorType.UNKNOWN_MESSAGE,
                     non_retryable=True,
                 )
             user_message = context.messages[position]
             if user_message.role != MessageRole.USER:
                 raise ApplicationError(
                     f"message {input.run_id} is not a user message",
-                    type="UnknownMessage",
+                    type=StoreErrorType.UNKNOWN_MESSAGE,
                     non_retryable=True,
                 )
             # Only what came before this message: later ones are still waiting in the queue.
@@ -172,7 +114,7 @@ class PersistenceActivities:
             await transcript.start(session, input.run_id, system=system, user=payload)
             await session.commit()
             previous = context.latest_fragment
-            snapshot = await snapshots.latest(session, input.project_id, up_to_run=input.run_id)
+            workspace = await snapshots.workspace(session, input.project_id, up_to_run=input.run_id)
         settings = self._services.settings
         metrics.RUNS_STARTED.inc()
         return StartRunResult(
@@ -182,7 +124,7 @@ class PersistenceActivities:
             llm_timeout_seconds=settings.qai_llm_timeout,
             prompt=user_message.content,
             previous_files=len(previous.files) if previous else 0,
-            restorable=snapshot is not None or bool(previous and previous.files),
+            restorable=workspace is not None,
             max_sandbox_replacements=settings.qai_sandbox_replacements,
             fix_attempts=settings.qai_fix_attempts,
         )
@@ -204,7 +146,7 @@ class PersistenceActivities:
     async def save_reply(self, input: SaveReplyInput) -> SavedReply:
         """Save exactly one assistant message for the user message, with its fragment."""
         db = self._services.db
-        max_iterations = self._services.settings.qai_max_iterations
+        max_iterations = input.max_iterations
         await run_phase(db, input.run_id, "saving", max_iterations=max_iterations, key="saving")
         try:
             async with self._services.db.session() as session:
@@ -254,19 +196,10 @@ class PersistenceActivities:
     async def _fragment(self, session: AsyncSession, input: SaveReplyInput) -> FragmentData:
         """The app's source files: what the project changed or added relative to the template.
 
-        They come from the workspace snapshot, so files made by commands count too. A project
-        from before snapshots falls back to the previous fragment plus what this run wrote.
+        They come from the workspace snapshot, so files made by commands count too.
         """
-        snapshot = await snapshots.latest(session, input.project_id, up_to_run=input.run_id)
-        if snapshot is not None:
-            files = snapshot.source_files()
-        else:
-            context = await load_project_conversation_context(session, input.project_id)
-            # Runs of one project are serialised, so the latest fragment is the previous run's
-            # (or, on a retry after saving, this run's own, which holds the same files).
-            previous = context.latest_fragment
-            files = dict(previous.files) if previous else {}
-            files.update(await transcript.written_files(session, input.run_id))
+        workspace = await snapshots.workspace(session, input.project_id, up_to_run=input.run_id)
+        files = workspace.source_files() if workspace else {}
         return FragmentData(
             sandbox_url=input.sandbox_url or "",
             title=input.title or "Untitled App",

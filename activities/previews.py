@@ -6,39 +6,19 @@ never races a run for the sandbox, and a sandbox is never stopped under a runnin
 
 from __future__ import annotations
 
-import uuid
-
-from pydantic import BaseModel
 from temporalio import activity
 
 from activities.errors import sandbox_failure
-from activities.sandbox import SandboxActivities, SandboxLease
+from activities.sandbox_service import SandboxService
 from activities.services import Services
+from contract import PreviewWatch, SandboxLease, StartPreviewInput, WatchPreviewInput
 from runtime import metrics
 from sandboxes.base import SandboxError, SandboxNotFoundError
 from storage import previews
 
 
-class StartPreviewInput(BaseModel):
-    project_id: uuid.UUID
-    sandbox_id: str | None = None
-    """The project's sandbox, reused when it still runs; else a new one gets the workspace."""
-
-
-class WatchPreviewInput(BaseModel):
-    project_id: uuid.UUID
-    sandbox_id: str
-
-
-class PreviewWatch(BaseModel):
-    hibernated: bool
-    """The sandbox was stopped (or found gone): the next visit revives it from the snapshot."""
-    check_again_seconds: float | None
-    """When to look again; None when hibernation is off (QAI_PREVIEW_IDLE_SECONDS=0)."""
-
-
 class PreviewActivities:
-    def __init__(self, services: Services, sandboxes: SandboxActivities) -> None:
+    def __init__(self, services: Services, sandboxes: SandboxService) -> None:
         self._services = services
         self._sandboxes = sandboxes
 
@@ -55,7 +35,7 @@ class PreviewActivities:
                 input.project_id, input.sandbox_id, {"purpose": "preview"}
             )
             if fresh:
-                restored = await self._sandboxes.restore_into(
+                restored = await self._sandboxes.restore_workspace(
                     input.project_id, sandbox, up_to_run=None
                 )
                 if restored.problem:

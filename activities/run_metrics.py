@@ -9,16 +9,13 @@ from __future__ import annotations
 import time
 import uuid
 from datetime import UTC, datetime
-from typing import TYPE_CHECKING
 
 import sqlalchemy as sa
 
+from contract import SaveReplyInput
 from runtime import metrics
 from storage.db import Database
 from storage.transcript import TranscriptEntry
-
-if TYPE_CHECKING:
-    from activities.persistence import SaveReplyInput
 
 
 async def _started_at(db: Database, run_id: uuid.UUID) -> datetime | None:
@@ -32,11 +29,7 @@ async def _started_at(db: Database, run_id: uuid.UUID) -> datetime | None:
 
 
 async def run_ended(db: Database, reply: SaveReplyInput) -> None:
-    # Imported here: the workflows module imports the activities, so a module-level import
-    # would be circular.
-    from workflows.code_agent import CANCELLED_TEXT
-
-    status = "cancelled" if reply.content == CANCELLED_TEXT else reply.status.value
+    status = "cancelled" if reply.cancelled else reply.status.value
     started = await _started_at(db, reply.run_id)
     seconds = None
     if started is not None:

@@ -2,9 +2,6 @@
 
 from __future__ import annotations
 
-import uuid
-
-from pydantic import BaseModel
 from temporalio import activity
 from temporalio.exceptions import ApplicationError
 
@@ -13,41 +10,13 @@ from activities.events import emit, run_phase
 from activities.heartbeat import heartbeating
 from activities.services import Services
 from agent.tools import TOOL_DEFINITIONS, execute_tool
+from contract import StoreErrorType, ToolCallInput, ToolCallResult
 from runtime import metrics
 from sandboxes.base import SandboxError
 from storage import snapshots, transcript
 from storage.events import EventKind
 
-RESTARTED_NOTE = (
-    "Note: the sandbox stopped and this environment was restarted. The workspace was restored "
-    "as of the last completed tool call (files, deletions and npm dependencies); running "
-    "processes and anything outside /home/user were not kept. This call ran again on the new "
-    "sandbox."
-)
-
 KNOWN_TOOLS = frozenset(tool["function"]["name"] for tool in TOOL_DEFINITIONS)
-
-
-class ToolCallInput(BaseModel):
-    run_id: uuid.UUID
-    sandbox_id: str
-    iteration: int
-    tool_call_id: str
-    project_id: uuid.UUID | None = None
-    """The run's project, for its workspace snapshot (None from runs started before them)."""
-    restarted: str | None = None
-    """Set when the sandbox was replaced just before this call: what to tell the model."""
-
-
-class ToolCallResult(BaseModel):
-    name: str
-    ok: bool
-    brief: str
-    """A few words for progress and the Web UI; the full result is in the transcript."""
-    files_in_run: int = 0
-    """Distinct files this run has written so far, tool calls before this one included."""
-    workspace_files: int = 0
-    """Files the project has changed or added relative to the template, after this call."""
 
 
 class ToolActivities:
@@ -70,7 +39,7 @@ class ToolActivities:
             if call is None:
                 raise ApplicationError(
                     f"tool call {input.tool_call_id} is not in iteration {input.iteration}",
-                    type="UnknownToolCall",
+                    type=StoreErrorType.UNKNOWN_TOOL_CALL,
                     non_retryable=True,
                 )
             name = call["function"]["name"]
@@ -83,19 +52,17 @@ class ToolActivities:
             input.run_id,
             "tool",
             iteration=input.iteration,
-            max_iterations=self._services.settings.qai_max_iterations,
+            max_iterations=input.max_iterations,
             tool=name,
             key=f"tool:{input.tool_call_id}",
         )
 
         backend = self._services.sandboxes
-        snapshot = None
         try:
             sandbox = await backend.connect(input.sandbox_id)
             async with heartbeating(5.0, name):
                 outcome = await execute_tool(sandbox, name, call["function"].get("arguments", ""))
-                if input.project_id is not None:
-                    snapshot = await sandbox.snapshot(await backend.template_index())
+                snapshot = await sandbox.snapshot(await backend.template_index())
         except SandboxError as error:
             metrics.tool_call(name, KNOWN_TOOLS, "error")
             raise sandbox_failure(error, f"running {name}") from error
@@ -114,14 +81,13 @@ class ToolActivities:
                 message={"role": "tool", "tool_call_id": input.tool_call_id, "content": content},
             )
             await transcript.record_files(session, input.run_id, outcome.written)
-            if snapshot is not None and input.project_id is not None:
-                await snapshots.save(
-                    session,
-                    project_id=input.project_id,
-                    run_id=input.run_id,
-                    snapshot=snapshot,
-                    tool_call_id=input.tool_call_id,
-                )
+            await snapshots.save(
+                session,
+                project_id=input.project_id,
+                run_id=input.run_id,
+                snapshot=snapshot,
+                tool_call_id=input.tool_call_id,
+            )
             files = await transcript.file_count(session, input.run_id)
             await session.commit()
         await emit(

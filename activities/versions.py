@@ -3,9 +3,6 @@ ASSISTANT RESULT with its files becomes the project's latest fragment and snapsh
 
 from __future__ import annotations
 
-import uuid
-
-from pydantic import BaseModel
 from temporalio import activity
 from temporalio.exceptions import ApplicationError
 
@@ -13,26 +10,9 @@ from activities.errors import sandbox_failure
 from activities.heartbeat import heartbeating
 from activities.persistence import emit_message
 from activities.services import Services
+from contract import RestoredVersion, RestoreVersionInput, StoreErrorType
 from sandboxes.base import CommandFailedError, SandboxError, SandboxNotFoundError
 from storage import versions
-
-
-class RestoreVersionInput(BaseModel):
-    project_id: uuid.UUID
-    message_id: uuid.UUID
-    """The id of the new ASSISTANT message, chosen by the client: it is written once."""
-    fragment_id: uuid.UUID
-    sandbox_id: str
-    """A fresh sandbox: the version is restored onto the template exactly, deletions included."""
-    sandbox_url: str
-    previous_sandbox_id: str | None = None
-    """The project's sandbox until now, stopped once the version is live in the new one."""
-
-
-class RestoredVersion(BaseModel):
-    message_id: uuid.UUID
-    title: str
-    files: int
 
 
 class VersionActivities:
@@ -47,7 +27,7 @@ class VersionActivities:
             if source is None:
                 raise ApplicationError(
                     f"fragment {input.fragment_id} no longer exists",
-                    type="UnknownFragment",
+                    type=StoreErrorType.UNKNOWN_FRAGMENT,
                     non_retryable=True,
                 )
             workspace = await versions.fragment_workspace(session, source)

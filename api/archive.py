@@ -7,8 +7,8 @@ import io
 import zipfile
 from pathlib import Path
 
+from sandboxes.manifest import template_source
 from sandboxes.snapshot import WorkspaceSnapshot
-from sandboxes.template import template_source
 
 SKIPPED_DIRS = {"node_modules", ".next", ".git"}
 BUILD_ONLY = {"template.json", "e2b.toml", "e2b.Dockerfile", "compile_page.sh"}

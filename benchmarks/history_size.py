@@ -23,6 +23,7 @@ sys.path.insert(0, str(ROOT))
 from temporalio.contrib.pydantic import pydantic_data_converter  # noqa: E402
 from temporalio.testing import WorkflowEnvironment  # noqa: E402
 
+from contract import agent_run_workflow_id, project_workflow_id  # noqa: E402
 from runtime.temporal import ensure_search_attributes  # noqa: E402
 from sandboxes.template import ensure_template  # noqa: E402
 from scripted_llm import scripted_llm_server  # noqa: E402
@@ -30,7 +31,6 @@ from storage import transcript  # noqa: E402
 from storage.embedded import EmbeddedPostgres  # noqa: E402
 from storage.migrate import upgrade  # noqa: E402
 from tests.workflows.conftest import TEST_SERVER, running_worker, settings_for  # noqa: E402
-from workflows.project import agent_run_workflow_id, project_workflow_id  # noqa: E402
 
 
 def script(iterations: int, output_kb: int) -> dict:

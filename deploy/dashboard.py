@@ -6,7 +6,7 @@
 
 `render` queries a Prometheus server for each panel's expressions over a time range and draws
 them with matplotlib (the `dashboard` dependency group, not needed to run qai): for a machine
-without Grafana, as the one the README's screenshot was made on.
+without Grafana, as the one docs/operations.md's screenshot was made on.
 """
 
 from __future__ import annotations

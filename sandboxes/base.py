@@ -317,6 +317,10 @@ class SandboxBackend(abc.ABC):
     async def close(self) -> None:  # noqa: B027 - optional hook, a no-op by default
         """Stop the backend's background work (the local warm pool); sandboxes stay up."""
 
+    def host_counts(self) -> tuple[int, int]:
+        """Live and pooled sandboxes on this host, for metrics; (0, 0) for a remote service."""
+        return 0, 0
+
     async def kill_owned(self) -> list[str]:
         """Stop background work, then kill the sandboxes this object created or claimed.
 

@@ -351,8 +351,8 @@ class E2BBackend(SandboxBackend):
 
 @functools.cache
 def _source_index(name: str) -> dict[str, str]:
+    from sandboxes.manifest import NOT_COPIED, template_source
     from sandboxes.snapshot import template_index
-    from sandboxes.template import NOT_COPIED, template_source
 
     index = template_index(template_source(name))
     return {path: digest for path, digest in index.items() if path not in NOT_COPIED}

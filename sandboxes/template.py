@@ -20,7 +20,6 @@ import json
 import os
 import shutil
 import signal
-import socket
 import subprocess
 import sys
 import time
@@ -29,21 +28,26 @@ import urllib.request
 from collections.abc import Iterator
 from pathlib import Path
 
-from pydantic import BaseModel, ConfigDict
-
 from runtime.logs import get_logger
 from runtime.processes import (
     StopRequested,
+    free_port,
     parent_death_signal,
     raise_on_stop_signals,
     stop_process_group,
 )
 from runtime.settings import Settings
+from sandboxes.manifest import (
+    NOT_COPIED,
+    PROJECT_ROOT,
+    TemplateError,
+    TemplateManifest,
+    load_manifest,
+    template_source,
+)
 
 log = get_logger(__name__)
 
-PROJECT_ROOT = Path(__file__).resolve().parent.parent
-TEMPLATES_SOURCE = PROJECT_ROOT / "sandbox-templates"
 READY_MARKER = ".qai-template-ready"
 SANDBOX_UID = 1000
 SANDBOX_GID = 1000
@@ -64,52 +68,11 @@ TSGO_ARGS = [
 many times cheaper than `tsc` 5, which stays for `next build`), with TypeScript 5's defaults
 where 7 changed them, so both report the same errors: side-effect imports such as
 `import "./globals.css"` unchecked, and every `@types` package visible."""
-# Inputs of the build that the app itself does not need (E2B files and the manifest).
-NOT_COPIED = frozenset(
-    {"e2b.toml", "e2b.Dockerfile", "compile_page.sh", "template.json", ".dockerignore"}
-)
 
 NPM_CI_TIMEOUT = 900.0
 WARMUP_TIMEOUT = 300.0
 OUTPUT_TAIL_LINES = 30
 OUTPUT_HEAD_LINES = 10
-
-
-class TemplateManifest(BaseModel):
-    """template.json: what the template holds, for the system prompt and the backends."""
-
-    model_config = ConfigDict(extra="forbid", frozen=True)
-
-    name: str
-    description: str = ""
-    workdir: str
-    port: int
-    start_cmd: str
-    ready_path: str = "/"
-    env: dict[str, str] = {}
-    components: list[str]
-    preinstalled: list[str]
-    paths: dict[str, str]
-    notes: list[str] = []
-
-
-class TemplateError(Exception):
-    """The template is missing or its build failed; the message says which step and why."""
-
-
-def template_source(name: str = "nextjs") -> Path:
-    source = TEMPLATES_SOURCE / name
-    if not (source / "template.json").is_file():
-        raise TemplateError(f"unknown sandbox template {name!r}: no {source / 'template.json'}")
-    return source
-
-
-def load_manifest(name: str = "nextjs") -> TemplateManifest:
-    path = template_source(name) / "template.json"
-    try:
-        return TemplateManifest.model_validate_json(path.read_text(encoding="utf-8"))
-    except ValueError as error:
-        raise TemplateError(f"invalid {path}: {error}") from error
 
 
 def _input_files(source: Path) -> list[Path]:
@@ -382,12 +345,6 @@ def _kill_session(process: subprocess.Popen[str]) -> None:
     process.wait()
 
 
-def _free_port() -> int:
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as probe:
-        probe.bind(("127.0.0.1", 0))
-        return int(probe.getsockname()[1])
-
-
 def _warm_up(app: Path, manifest: TemplateManifest, env: dict[str, str]) -> None:
     """Start the dev server once and request the first page until it compiles (compile_page.sh).
 
@@ -395,7 +352,7 @@ def _warm_up(app: Path, manifest: TemplateManifest, env: dict[str, str]) -> None
     files (next-env.d.ts, tsconfig tweaks). It binds a free loopback port, not the template's port,
     so a build never collides with a running dev server.
     """
-    port = _free_port()
+    port = free_port()
     next_bin = app / "node_modules" / ".bin" / "next"
     log_path = app / ".next-warmup.log"
     url = f"http://127.0.0.1:{port}{manifest.ready_path}"

@@ -16,7 +16,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from sqlmodel import Field, SQLModel
 
 from sandboxes.snapshot import WorkspaceSnapshot
-from storage.models import Message
+from storage.models import Fragment, Message
 
 
 class SnapshotRow(SQLModel, table=True):
@@ -93,3 +93,29 @@ async def latest(
         query = query.where(position < bound if before else position <= bound)
     archive = (await session.execute(query)).scalar_one_or_none()
     return WorkspaceSnapshot.from_archive(archive) if archive is not None else None
+
+
+async def workspace(
+    session: AsyncSession, project_id: uuid.UUID, *, up_to_run: uuid.UUID | None = None
+) -> WorkspaceSnapshot | None:
+    """What a new sandbox of the project must get back: its latest snapshot (see `latest`),
+    else, for a project whose versions predate snapshots, its latest fragment's files; None
+    when the project has neither."""
+    snapshot = await latest(session, project_id, up_to_run=up_to_run)
+    if snapshot is not None:
+        return snapshot
+    query = (
+        sa.select(Fragment.files)
+        .join(Message, Message.id == Fragment.message_id)
+        .where(Message.project_id == project_id)
+        .order_by(Message.created_at.desc(), Message.seq.desc())
+        .limit(1)
+    )
+    if up_to_run is not None:
+        anchor = sa.select(Message.created_at, Message.seq).where(Message.id == up_to_run).cte()
+        bound = sa.select(anchor.c.created_at, anchor.c.seq).scalar_subquery()
+        query = query.where(sa.tuple_(Message.created_at, Message.seq) <= bound)
+    files = (await session.execute(query)).scalar_one_or_none()
+    if not files:
+        return None
+    return WorkspaceSnapshot(files={path: content.encode() for path, content in files.items()})

@@ -248,8 +248,3 @@ async def record_files(session: AsyncSession, run_id: uuid.UUID, files: dict[str
 async def file_count(session: AsyncSession, run_id: uuid.UUID) -> int:
     query = sa.select(sa.func.count()).where(RunFile.run_id == run_id)
     return int((await session.execute(query)).scalar_one())
-
-
-async def written_files(session: AsyncSession, run_id: uuid.UUID) -> dict[str, str]:
-    query = sa.select(RunFile.path, RunFile.content).where(RunFile.run_id == run_id)
-    return {path: content for path, content in (await session.execute(query)).all()}

@@ -11,10 +11,10 @@ from api.archive import app_zip
 from api.context import ApiContext, context_of
 from api.errors import not_found
 from api.routes.projects import parse_id
+from contract import RestoreVersion, project_workflow_id
 from storage import versions
 from storage.models import Fragment
 from submission import signal_project
-from workflows.project import RestoreVersion, project_workflow_id
 
 router = APIRouter(prefix="/api/fragments", tags=["fragments"])
 

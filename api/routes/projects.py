@@ -14,16 +14,18 @@ from temporalio.service import RPCError, RPCStatusCode
 
 from api.context import ApiContext, context_of
 from api.errors import not_found
+from contract import DeleteProject, project_workflow_id
 from runtime import metrics
 from storage import events, listing, queries
 from storage.errors import ProjectNotFoundError
 from storage.views import message_view
-from submission import InvalidSubmission, Submission, check_submission, enqueue, signal_project
-from workflows.project import (
-    CancelRun,
-    DeleteProject,
-    ProjectWorkflow,
-    project_workflow_id,
+from submission import (
+    InvalidSubmission,
+    Submission,
+    cancel_running,
+    check_submission,
+    enqueue,
+    signal_project,
 )
 
 router = APIRouter(prefix="/api", tags=["projects"])
@@ -182,12 +184,7 @@ async def send_message(
 async def cancel(project_id: str, context: Context) -> dict[str, str]:
     """Cancel the running message: it ends as an ERROR and keeps what it wrote."""
     key = await _existing(context, project_id)
-    handle = context.temporal.get_workflow_handle(project_workflow_id(key))
-    try:
-        await handle.signal(ProjectWorkflow.cancel, CancelRun())
-    except RPCError as error:
-        if error.status != RPCStatusCode.NOT_FOUND:
-            raise
+    if not await cancel_running(context.temporal, key):
         return {"detail": "nothing is running in this project"}
     return {"detail": "the running message is being cancelled"}
 

@@ -368,6 +368,15 @@ class LocalBackend(SandboxBackend):
         log.info("sandbox killed", sandbox_id=sandbox_id)
         return True
 
+    def host_counts(self) -> tuple[int, int]:
+        """Live and pooled sandboxes on this host (every worker on it shares the directory)."""
+        ready = [
+            sandbox_id
+            for sandbox_id in self.list_ids()
+            if (self.root / sandbox_id / "ready").exists()
+        ]
+        return len(ready), sum((self.root / sandbox_id / "pooled").exists() for sandbox_id in ready)
+
     def list_ids(self) -> list[str]:
         if not self.root.is_dir():
             return []

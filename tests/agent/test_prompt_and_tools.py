@@ -8,7 +8,7 @@ import pytest
 from agent.prompt import clean_title, extract_task_summary, fallback_title, system_prompt
 from agent.tools import TOOL_DEFINITIONS, bound, forbidden_command, relative_path
 from sandboxes.base import InvalidPathError
-from sandboxes.template import load_manifest, template_source
+from sandboxes.manifest import load_manifest, template_source
 
 
 def test_prompt_names_every_component_and_package_of_the_template() -> None:

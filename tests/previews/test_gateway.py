@@ -19,13 +19,13 @@ from aiohttp import web
 from temporalio.api.enums.v1 import EventType
 from temporalio.testing import WorkflowEnvironment
 
+from contract import project_workflow_id
 from gateway.server import GatewayError, running_gateway
 from runtime.preview_urls import preview_url
 from runtime.processes import free_port
 from runtime.settings import Settings
 from storage import previews, queries
 from storage.db import Database
-from workflows.project import project_workflow_id
 
 
 def gateway_settings(**overrides: Any) -> Settings:

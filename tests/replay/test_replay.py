@@ -10,10 +10,9 @@ A change that would break running workflows fails here; make such changes behind
         or expired or continues or killed_mid_run or fails_for_any or workspace_back \
         or compile_error or over_http or cancel_keeps or revives"
 
-The `pre-snapshots-` histories were recorded before workspace snapshots, signal-with-start
-submissions and sandbox replacement, and the `pre-previews-` ones before previews revived and
-hibernated through the project workflow and sandbox work ran on its host's task queue; they
-stand for runs that were in flight when those shipped.
+They were recorded from today's workflow code, which holds no `workflow.patched` branches:
+a change that must keep running workflows going goes behind a new patch, and a release that
+retires patches is deployed only after running workflows have drained (docs/operations.md).
 """
 
 from __future__ import annotations

@@ -14,8 +14,10 @@ import pytest
 from openai import AsyncOpenAI
 from temporalio.testing import ActivityEnvironment
 
-from activities.sandbox import AcquireSandboxInput, SandboxActivities, SandboxLease
+from activities.sandbox import SandboxActivities
+from activities.sandbox_service import SandboxService
 from activities.services import Services
+from contract import AcquireSandboxInput, SandboxLease
 from runtime.settings import Settings
 from sandboxes.local.backend import LocalBackend
 from sandboxes.local.templates import LocalTemplate
@@ -33,7 +35,7 @@ async def activities(
     services = Services(settings=settings, db=db, sandboxes=backend, llm=llm)
     before = set(backend.list_ids())
     try:
-        yield SandboxActivities(services, "test-host-queue"), backend
+        yield SandboxActivities(services, SandboxService(services, "test-host-queue")), backend
     finally:
         await llm.close()
         for sandbox_id in set(backend.list_ids()) - before:

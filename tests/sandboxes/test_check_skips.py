@@ -7,8 +7,9 @@ from types import SimpleNamespace
 import pytest
 from temporalio.testing import ActivityEnvironment
 
-from activities.checks import CheckActivities, CheckInput, LogCheckInput, run_tsc
+from activities.checks import CheckActivities, run_tsc
 from agent.checks import CheckStatus
+from contract import CheckInput, LogCheckInput
 from sandboxes.local.backend import LocalBackend
 
 pytestmark = pytest.mark.sandbox

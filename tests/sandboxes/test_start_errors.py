@@ -19,8 +19,10 @@ from temporalio.exceptions import ApplicationError
 from temporalio.testing import ActivityEnvironment
 
 from activities.errors import sandbox_failure
-from activities.sandbox import AcquireSandboxInput, SandboxActivities
+from activities.sandbox import SandboxActivities
+from activities.sandbox_service import SandboxService
 from activities.services import Services
+from contract import AcquireSandboxInput
 from runtime.settings import Settings
 from sandboxes.base import (
     CommandFailedError,
@@ -98,7 +100,12 @@ async def acquire(services: Services) -> ApplicationError:
     env = ActivityEnvironment()
     env.info = dataclasses.replace(env.info, workflow_id=f"agent-run-{input.run_id}")
     with pytest.raises(ApplicationError) as caught:
-        await env.run(SandboxActivities(services, "test-host-queue").acquire_sandbox, input)
+        await env.run(
+            SandboxActivities(
+                services, SandboxService(services, "test-host-queue")
+            ).acquire_sandbox,
+            input,
+        )
     return caught.value
 
 

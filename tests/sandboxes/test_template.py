@@ -24,14 +24,8 @@ import pytest
 from runtime.processes import free_port
 from runtime.settings import Settings, get_settings
 from sandboxes import template as tpl
-from sandboxes.template import (
-    READY_MARKER,
-    TemplateError,
-    ensure_template,
-    load_manifest,
-    template_hash,
-    template_source,
-)
+from sandboxes.manifest import TemplateError, load_manifest, template_source
+from sandboxes.template import READY_MARKER, ensure_template, template_hash
 
 SOURCE = template_source("nextjs")
 

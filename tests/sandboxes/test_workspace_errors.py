@@ -18,8 +18,9 @@ from openai import AsyncOpenAI
 from temporalio.testing import ActivityEnvironment
 
 from activities.services import Services
-from activities.tools import ToolActivities, ToolCallInput
+from activities.tools import ToolActivities
 from agent.tools import ToolOutcome, execute_tool
+from contract import ToolCallInput
 from sandboxes.base import CommandFailedError, WorkspaceError, WriteEntry
 from sandboxes.local.backend import LocalBackend
 from sandboxes.local.sandbox import LocalSandbox
@@ -197,7 +198,11 @@ async def test_the_tool_activity_hands_the_error_to_the_model_and_the_run_goes_o
         result = await ActivityEnvironment().run(
             ToolActivities(services).run_tool,
             ToolCallInput(
-                run_id=message.id, sandbox_id=sandbox.sandbox_id, iteration=1, tool_call_id="call-1"
+                run_id=message.id,
+                sandbox_id=sandbox.sandbox_id,
+                iteration=1,
+                tool_call_id="call-1",
+                project_id=message.project_id,
             ),
         )
     finally:

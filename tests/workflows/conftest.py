@@ -21,6 +21,13 @@ from temporalio.contrib.pydantic import pydantic_data_converter
 from temporalio.testing import WorkflowEnvironment
 
 from activities.services import Services, open_services
+from contract import (
+    EnqueueMessage,
+    MessageOutcome,
+    ProjectStatus,
+    agent_run_workflow_id,
+    project_workflow_id,
+)
 from gateway.server import running_gateway
 from runtime.preview_urls import loopback_target
 from runtime.processes import free_port
@@ -30,14 +37,7 @@ from scripted_llm import scripted_llm_server
 from storage.db import Database
 from submission import enqueue, outcome_of, wait_for_reply
 from worker import build_workers
-from workflows.project import (
-    EnqueueMessage,
-    MessageOutcome,
-    ProjectStatus,
-    ProjectWorkflow,
-    agent_run_workflow_id,
-    project_workflow_id,
-)
+from workflows.project import ProjectWorkflow
 
 ROOT = Path(__file__).resolve().parents[2]
 TEST_SERVER = Path(sys.prefix) / "bin" / "temporal-test-server"

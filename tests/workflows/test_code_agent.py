@@ -11,12 +11,12 @@ from typing import Any
 import pytest
 import sqlalchemy as sa
 
+from contract import project_workflow_id
 from sandboxes.base import SandboxNotFoundError
 from storage import queries
 from storage.models import Message, MessageRole, MessageType
 from storage.transcript import TranscriptEntry
 from tests.workflows.conftest import Harness, preview_text
-from workflows.project import project_workflow_id
 
 pytestmark = [pytest.mark.sandbox, pytest.mark.slow]
 
@@ -383,7 +383,8 @@ async def test_rejected_api_key_ends_fast_with_an_error(agent_harness) -> None:
 
 
 async def test_project_continues_as_new_and_keeps_its_sandbox(agent_harness) -> None:
-    from workflows.project import ProjectInput, ProjectWorkflow, project_search_attributes
+    from contract import ProjectInput
+    from workflows.project import ProjectWorkflow, project_search_attributes
 
     script = {
         "conversations": [

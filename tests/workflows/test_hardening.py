@@ -19,6 +19,7 @@ from typing import Any
 import pytest
 import sqlalchemy as sa
 
+from contract import EnqueueMessage, agent_run_workflow_id
 from runtime.temporal import connect_temporal
 from sandboxes.local.layout import Layout, read_state, sandboxes_root
 from scripted_llm import scripted_llm_server
@@ -36,7 +37,6 @@ from tests.workflows.test_code_agent import (
     terminal_turn,
     write_turn,
 )
-from workflows.project import EnqueueMessage, agent_run_workflow_id
 
 pytestmark = [pytest.mark.sandbox, pytest.mark.slow]
 

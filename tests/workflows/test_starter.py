@@ -18,6 +18,7 @@ import sqlalchemy as sa
 from temporalio.client import Client
 
 from activities.services import open_services
+from contract import project_workflow_id
 from gateway.server import running_gateway
 from runtime.processes import free_port
 from runtime.temporal import connect_temporal
@@ -27,7 +28,7 @@ from storage.db import Database
 from storage.models import Message, Project
 from tests.workflows.conftest import ROOT, preview_text, settings_for
 from worker import build_workers
-from workflows.project import ProjectWorkflow, project_workflow_id
+from workflows.project import ProjectWorkflow
 
 Run = Callable[..., Awaitable[subprocess.CompletedProcess[str]]]
 

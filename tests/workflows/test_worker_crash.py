@@ -14,6 +14,7 @@ from pathlib import Path
 
 import pytest
 
+from contract import project_workflow_id
 from runtime.processes import free_port
 from runtime.temporal import connect_temporal
 from sandboxes.factory import sandbox_backend
@@ -23,7 +24,7 @@ from storage.db import Database
 from storage.models import MessageRole
 from tests.stopping import start_worker, worker_env
 from tests.workflows.conftest import preview_text, settings_for
-from workflows.project import ProjectWorkflow, project_workflow_id
+from workflows.project import ProjectWorkflow
 
 pytestmark = [pytest.mark.sandbox, pytest.mark.slow]
 
