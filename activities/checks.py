@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import time
+from contextlib import AbstractAsyncContextManager
 
 import httpx
 from temporalio import activity
@@ -72,7 +73,7 @@ class CheckActivities:
             key=key,
         )
         try:
-            async with heartbeating(), cpu_slot(self._services, input.run_id, "check", "types"):
+            async with heartbeating(), self._slot(input, "types"):
                 return metrics.check_done(await run_tsc(sandbox))
         except SandboxError as error:
             return _skipped("types", error)
@@ -83,7 +84,7 @@ class CheckActivities:
         routes, dynamic = await self._changed_routes(input)
         try:
             sandbox = await self._services.sandboxes.connect(input.sandbox_id)
-            async with heartbeating(), cpu_slot(self._services, input.run_id, "check", "routes"):
+            async with heartbeating(), self._slot(input, "routes"):
                 result = await request_routes(sandbox, routes)
         except SandboxError as error:
             return _skipped("routes", error)
@@ -99,6 +100,12 @@ class CheckActivities:
             return metrics.check_done(await read_server_log(sandbox, input.since))
         except SandboxError as error:
             return _skipped("server log", error)
+
+    def _slot(self, input: CheckInput, step: str) -> AbstractAsyncContextManager[float]:
+        """One of the host's check slots for this check (others wait their turn)."""
+        return cpu_slot(
+            self._services, input.run_id, "check", step, max_iterations=input.max_iterations
+        )
 
     async def _changed_routes(self, input: CheckInput) -> tuple[list[str], list[str]]:
         """Routes of the pages this run added or changed; `/` too when other sources changed."""

@@ -13,6 +13,7 @@ import contextlib
 import uuid
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
+from typing import Any
 
 from temporalio import activity
 
@@ -23,25 +24,38 @@ from runtime.slots import WAIT_PHASES, host_slots
 
 @asynccontextmanager
 async def cpu_slot(
-    services: Services, run_id: uuid.UUID, kind: str, step: str, *, phase: str = "verifying"
+    services: Services,
+    run_id: uuid.UUID,
+    kind: str,
+    step: str,
+    *,
+    phase: str = "verifying",
+    max_iterations: int = 0,
 ) -> AsyncIterator[float]:
     """Hold a `kind` slot of this host for the block; yields the seconds waited."""
-    db = services.db
     info = activity.info()
     key = f"{step}:{info.activity_id}:{info.attempt}"
 
+    async def event(phase: str, name: str, extra: dict[str, Any] | None = None) -> None:
+        await run_phase(
+            services.db,
+            run_id,
+            phase,
+            max_iterations=max_iterations,
+            key=f"{name}:{key}",
+            extra=extra,
+        )
+
     async def waiting() -> None:
-        await run_phase(db, run_id, WAIT_PHASES[kind], key=f"slot-wait:{key}")
+        await event(WAIT_PHASES[kind], "slot-wait")
 
     async with host_slots(services.settings).hold(kind, on_wait=waiting) as waited:
-        await run_phase(
-            db, run_id, phase, key=f"step:{key}", extra={"step": step, "waited": round(waited, 3)}
-        )
+        await event(phase, "step", {"step": step, "waited": round(waited, 3)})
         ended = {"step": step, "finished": True}
         try:
             yield waited
         except BaseException:
             with contextlib.suppress(Exception):  # the step's own error is the one to report
-                await run_phase(db, run_id, phase, key=f"step-end:{key}", extra=ended)
+                await event(phase, "step-end", ended)
             raise
-        await run_phase(db, run_id, phase, key=f"step-end:{key}", extra=ended)
+        await event(phase, "step-end", ended)
