@@ -28,7 +28,7 @@ import sys
 import tempfile
 import time
 import uuid
-from collections import defaultdict
+from collections import Counter, defaultdict
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -179,10 +179,12 @@ class SqlCounter:
 
     count: int = 0
     seconds: float = 0.0
+    kinds: Counter[str] = field(default_factory=Counter)
     _started: dict[int, float] = field(default_factory=dict)
 
-    def before(self, conn: Any, cursor: Any, *_: Any) -> None:
+    def before(self, conn: Any, cursor: Any, statement: str, *_: Any) -> None:
         self._started[id(cursor)] = time.perf_counter()
+        self.kinds[" ".join(statement.split())[:70]] += 1
 
     def after(self, conn: Any, cursor: Any, *_: Any) -> None:
         self.count += 1
@@ -413,6 +415,9 @@ async def bench(
     print(f"SQL statements per run: {sql.count / args.runs:.0f}, "
           f"{sql.seconds / args.runs:.2f} s in them per run "
           f"({sql.seconds / max(sql.count, 1) * 1000:.1f} ms each)")  # fmt: skip
+    if args.sql:
+        for statement, count in sql.kinds.most_common(12):
+            print(f"  {count / args.runs:6.1f}  {statement}")
     turns = durations.get("agent_turn", [])
     if turns:
         print(f"agent_turn beyond the model's {args.latency:g} s: median "
@@ -444,5 +449,6 @@ if __name__ == "__main__":
     parser.add_argument("--turns", type=int, default=14, help="model turns per run")
     parser.add_argument("--pool", type=int, default=None, help="QAI_SANDBOX_POOL_SIZE")
     parser.add_argument("--slots", type=int, default=None, help="QAI_CPU_SLOTS")
+    parser.add_argument("--sql", action="store_true", help="the most frequent SQL statements")
     parser.add_argument("--idle-seconds", type=int, default=60, help="idle preview measure")
     asyncio.run(main(parser.parse_args()))
