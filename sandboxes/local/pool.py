@@ -248,11 +248,11 @@ class WarmPool:
         """Request `/` through the preview relay until it answers 200, then mark it warm."""
         sandbox = LocalSandbox(self.backend, layout, read_state(layout.state))
         url = sandbox.preview_url(spec.port or 3000)
-        started = time.monotonic()
-        deadline = started + WARM_TIMEOUT
         status: int | str = "no answer"
         slot = host_slots(self.backend.settings).hold("compile")  # the first compile is heavy
         async with slot, httpx.AsyncClient(timeout=120) as client:
+            started = time.monotonic()  # the wait for the slot does not count against it
+            deadline = started + WARM_TIMEOUT
             while (layout.root / "pooled").exists():
                 try:
                     status = (await client.get(url)).status_code
