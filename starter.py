@@ -94,7 +94,8 @@ class Progress:
         else:
             text = f"iteration {progress.iteration} of {progress.max_iterations}"
             text += f" · running {progress.current_tool}" if progress.current_tool else ""
-            text += f" · {progress.phase}" if not progress.current_tool else ""
+            phase = waiting.slot_wait or progress.phase
+            text += f" · {phase}" if not progress.current_tool else ""
         line = f"{text} · {waiting.elapsed:.0f}s"
         if sys.stderr.isatty():
             sys.stderr.write("\r\033[K" + line)

@@ -41,7 +41,8 @@ from contract import (
 )
 from repos.importing import FetchedRepository, fetch_repository, save_import
 from runtime.settings import Settings
-from storage import images, publications, queries, versions
+from runtime.slots import WAIT_PHASES
+from storage import events, images, publications, queries, versions
 from storage.db import Database
 from storage.errors import ProjectNotFoundError
 from storage.image_files import CheckedImage, ImageRejected, check_images
@@ -106,6 +107,8 @@ class Waiting:
     no_worker: str | None
     """Set when no worker polls the task queue: the words to show."""
     elapsed: float
+    slot_wait: str | None = None
+    """Set while the run waits for one of the host's CPU slots: `waiting for a check slot`."""
 
 
 def check_prompt(prompt: str) -> str:
@@ -468,8 +471,20 @@ async def wait_for_reply(
             if await workers_polling(client, settings) is False:
                 no_worker = f"waiting for a worker on task queue {settings.qai_task_queue}"
         if on_wait is not None:
-            on_wait(Waiting(progress=progress, no_worker=no_worker, elapsed=elapsed))
+            slot_wait = await waiting_for_slot(db, message_id) if progress is not None else None
+            on_wait(
+                Waiting(
+                    progress=progress, no_worker=no_worker, elapsed=elapsed, slot_wait=slot_wait
+                )
+            )
         await asyncio.sleep(poll_seconds)
+
+
+async def waiting_for_slot(db: Database, message_id: uuid.UUID) -> str | None:
+    """The run's `waiting for a ... slot` phase while it waits for one, else None."""
+    async with db.session() as session:
+        phase = await events.latest_run_phase(session, message_id)
+    return phase if phase in WAIT_PHASES.values() else None
 
 
 async def workers_polling(client: Client, settings: Settings) -> bool | None:

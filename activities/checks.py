@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import uuid
+from contextlib import AbstractAsyncContextManager
 from urllib.parse import urljoin, urlsplit
 
 import httpx
@@ -18,6 +19,7 @@ from activities.events import run_phase
 from activities.heartbeat import heartbeating
 from activities.sandbox_service import preview_port
 from activities.services import Services
+from activities.slots import cpu_slot
 from agent.checks import (
     NEXT_ERROR_MARKER,
     SERVER_LOG,
@@ -43,6 +45,7 @@ ROUTE_MAX_BODY_BYTES = 5 * 1024 * 1024
 """A page's HTML is read up to here (enough to find Next.js's error page); more is cut."""
 ROUTE_MAX_REDIRECTS = 5
 """Redirects followed within the preview's own origin; one to anywhere else is never followed."""
+SERVER_START_POLL_SECONDS = 0.25
 SOURCE_SUFFIXES = (".tsx", ".ts", ".jsx", ".js", ".mdx", ".css")
 
 
@@ -77,7 +80,7 @@ class CheckActivities:
             key=key,
         )
         try:
-            async with heartbeating():
+            async with heartbeating(), self._slot(input, "types"):
                 return metrics.check_done(await run_tsc(sandbox))
         except SandboxError as error:
             return _skipped("types", error)
@@ -88,7 +91,7 @@ class CheckActivities:
         routes, dynamic = await changed_routes(self._services.db, input.project_id, input.run_id)
         try:
             sandbox = await self._services.sandboxes.connect(input.sandbox_id)
-            async with heartbeating():
+            async with heartbeating(), self._slot(input, "routes"):
                 result = await request_routes(sandbox, routes)
         except SandboxError as error:
             return _skipped("routes", error)
@@ -104,6 +107,12 @@ class CheckActivities:
             return metrics.check_done(await read_server_log(sandbox, input.since))
         except SandboxError as error:
             return _skipped("server log", error)
+
+    def _slot(self, input: CheckInput, step: str) -> AbstractAsyncContextManager[float]:
+        """One of the host's check slots for this check (others wait their turn)."""
+        return cpu_slot(
+            self._services, input.run_id, "check", step, max_iterations=input.max_iterations
+        )
 
 
 async def changed_routes(
@@ -159,7 +168,7 @@ async def request_routes(sandbox: Sandbox, routes: list[str]) -> CheckResult:
                 # The first answer may come from a compile that began before the run's last
                 # write (the warm-up's, say); the second shows the files as they are.
                 async with asyncio.timeout(ROUTE_TIMEOUT_SECONDS):
-                    await _get_route(client, base, route)
+                    await _first_answer(client, base, route)
                 async with asyncio.timeout(ROUTE_TIMEOUT_SECONDS):
                     status, body, problem = await _get_route(client, base, route)
             except (httpx.HTTPError, TimeoutError) as error:
@@ -209,6 +218,18 @@ async def _get_route(
                     return response.status_code, "", f"sent a body larger than {limit} MB"
             return response.status_code, body.decode("utf-8", "replace"), None
     return 0, "", f"redirected more than {ROUTE_MAX_REDIRECTS} times"
+
+
+async def _first_answer(client: httpx.AsyncClient, base: str, route: str) -> None:
+    """Request `route` once the dev server takes connections: a new sandbox's server may still
+    be starting when a quick run (or a check that no longer waits behind tsc) asks. The first
+    answer may come from a compile that began earlier; only the second one is judged."""
+    while True:
+        try:
+            await _get_route(client, base, route)
+            return
+        except (httpx.ConnectError, httpx.RemoteProtocolError, httpx.ReadError):
+            await asyncio.sleep(SERVER_START_POLL_SECONDS)
 
 
 async def read_server_log(sandbox: Sandbox, since: int) -> CheckResult:

@@ -39,8 +39,10 @@ async def run_phase(
     max_iterations: int = 0,
     tool: str | None = None,
     key: str,
+    extra: dict[str, Any] | None = None,
 ) -> None:
-    """A `run` event: the run entered `phase` (sandbox, thinking, tool, verifying, saving, done)."""
+    """A `run` event: the run entered `phase` (sandbox, thinking, tool, verifying, saving, done,
+    or `waiting for a ... slot`); `extra` adds fields (which check started or finished)."""
     await emit(
         db,
         run_id,
@@ -52,6 +54,7 @@ async def run_phase(
             "iteration": iteration,
             "max_iterations": max_iterations,
             "tool": tool,
+            **(extra or {}),
         },
     )
 

@@ -8,18 +8,26 @@ from __future__ import annotations
 
 import hashlib
 import re
+import shlex
 import uuid
 from collections.abc import Iterable, Sequence
 from enum import StrEnum
 
 from pydantic import BaseModel
 
+from sandboxes.template import TSGO_ARGS
+
 MAX_ISSUES = 20
 MAX_MESSAGE_CHARS = 300
 MAX_FEEDBACK_CHARS = 6_000
 
-TSC_COMMAND = "node_modules/.bin/tsc --noEmit -p . --pretty false"
-"""The project's own TypeScript; npx would look for it on the network when it is missing."""
+TSC_JS_COMMAND = "node_modules/.bin/tsc --noEmit -p . --pretty false"
+"""TypeScript 5 (JS), which `next build` also uses; npx would look for it on the network."""
+TSGO_COMMAND = shlex.join(TSGO_ARGS)
+"""TypeScript 7, the native compiler, as the template runs it (see `sandboxes.template`)."""
+TSC_COMMAND = f"if [ -x node_modules/.bin/tsgo ]; then {TSGO_COMMAND}; else {TSC_JS_COMMAND}; fi"
+"""The type check: the native compiler, many times cheaper; TypeScript 5 in projects that
+dropped it (restored from before the template had it, say)."""
 SERVER_LOG = "/tmp/qai-start.log"
 NEXT_ERROR_MARKER = 'id="__next_error__"'
 """Next.js renders its error page with this id when rendering a route failed."""

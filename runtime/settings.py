@@ -193,6 +193,17 @@ class Settings(BaseSettings):
         ),
     )
 
+    qai_cpu_slots: int | None = Field(
+        default=None,
+        ge=1,
+        le=256,
+        description=(
+            "CPU-heavy steps (checks, browser pages, first compiles, builds) this host runs at "
+            "once; the others wait their turn, shown as a phase such as `waiting for a check "
+            "slot`. Model calls never wait. Unset: the host's number of cores."
+        ),
+    )
+
     qai_sandbox_replacements: int = Field(
         default=2,
         ge=0,

@@ -69,32 +69,59 @@ async def append(
         sa.text("SELECT pg_advisory_xact_lock(hashtextextended(:project, 7))"),
         {"project": str(project_id)},
     )
-    inserted = await session.execute(
-        sa.text(
-            "INSERT INTO events (project_id, seq, key, kind, data) "
-            "SELECT :project, COALESCE(MAX(seq), 0) + 1, :key, :kind, CAST(:data AS jsonb) "
-            "FROM events WHERE project_id = :project "
-            "ON CONFLICT (project_id, key) DO NOTHING RETURNING seq"
-        ),
-        {"project": project_id, "key": key, "kind": kind.value, "data": _json(data)},
-    )
-    seq = inserted.scalar_one_or_none()
-    if seq is not None:
-        await session.execute(
-            sa.text("SELECT pg_notify(:channel, :payload)"),
-            {"channel": CHANNEL, "payload": f"{project_id}:{seq}"},
-        )
-    return seq
+    return await _insert(session, project_id, kind, key, data)
 
 
 async def append_for_run(
     session: AsyncSession, run_id: uuid.UUID, kind: EventKind, key: str, data: dict[str, Any]
 ) -> int | None:
-    """`append` for the project of the run (the user message) `run_id`; None if it is gone."""
-    project_id = await session.scalar(sa.select(Message.project_id).where(Message.id == run_id))
-    if project_id is None:
+    """`append` for the project of the run (the user message) `run_id`; None if it is gone.
+
+    The project's lookup and its lock are one round trip (the same lock as `append`'s).
+    """
+    found = await session.execute(
+        sa.text(
+            "SELECT project_id, "
+            "pg_advisory_xact_lock(hashtextextended(CAST(project_id AS text), 7)) "
+            "FROM messages WHERE id = :run"
+        ),
+        {"run": run_id},
+    )
+    row = found.first()
+    if row is None:
         return None
-    return await append(session, project_id, kind, key, data)
+    return await _insert(session, row[0], kind, key, data)
+
+
+async def _insert(
+    session: AsyncSession,
+    project_id: uuid.UUID,
+    kind: EventKind,
+    key: str,
+    data: dict[str, Any],
+) -> int | None:
+    """The insert and its NOTIFY in one statement (one round trip); the caller holds the lock."""
+    inserted = await session.execute(
+        sa.text(
+            "WITH inserted AS ("
+            "INSERT INTO events (project_id, seq, key, kind, data) "
+            "SELECT :project, COALESCE(MAX(seq), 0) + 1, :key, :kind, CAST(:data AS jsonb) "
+            "FROM events WHERE project_id = :project "
+            "ON CONFLICT (project_id, key) DO NOTHING RETURNING seq) "
+            "SELECT seq, pg_notify(:channel, CAST(:prefix AS text) || CAST(seq AS text)) "
+            "FROM inserted"
+        ),
+        {
+            "project": project_id,
+            "key": key,
+            "kind": kind.value,
+            "data": _json(data),
+            "channel": CHANNEL,
+            "prefix": f"{project_id}:",
+        },
+    )
+    row = inserted.first()
+    return None if row is None else row[0]
 
 
 async def after(
@@ -123,6 +150,25 @@ async def latest_run_event(session: AsyncSession, project_id: uuid.UUID) -> Even
         .limit(1)
     )
     return (await session.scalars(query)).one_or_none()
+
+
+async def latest_run_phase(session: AsyncSession, message_id: uuid.UUID) -> str | None:
+    """The phase of the newest `run` event of the run answering `message_id` (None before any).
+
+    Activities write phases the workflow's progress does not know, such as a wait for a slot.
+    """
+    project = sa.select(Message.project_id).where(Message.id == message_id).scalar_subquery()
+    query = (
+        sa.select(EventRow.data["phase"].astext)
+        .where(
+            EventRow.project_id == project,
+            EventRow.kind == EventKind.RUN.value,
+            EventRow.data["message_id"].astext == str(message_id),
+        )
+        .order_by(EventRow.seq.desc())
+        .limit(1)
+    )
+    return await session.scalar(query)
 
 
 def _json(data: dict[str, Any]) -> str:

@@ -57,6 +57,8 @@ TITLE_SECONDS = 20
 """The title activity's whole budget; the model call inside has its own, shorter timeout."""
 BROWSER_CHECK_PATCH = "check-in-a-browser"
 """A fourth check opens the changed routes in Chromium."""
+PARALLEL_CHECKS_PATCH = "parallel-checks"
+"""Types and routes are checked at the same time (each takes one of the host's CPU slots)."""
 FIX_ROUND_ITERATIONS = 6
 """Model turns a fix round may use, on top of QAI_MAX_ITERATIONS: fixing never ends a run."""
 
@@ -282,7 +284,7 @@ class CodeAgentWorkflow:
             summary = fixed
 
     async def _run_checks(self, input: AgentRunInput, run: StartRunResult) -> list[CheckResult]:
-        """Types, routes, then the log lines written while the routes were requested."""
+        """Types and routes, then the log lines written while the routes were requested."""
         assert self._sandbox is not None and self._sandbox.lease is not None
         target = CheckInput(
             project_id=input.project_id,
@@ -290,8 +292,14 @@ class CodeAgentWorkflow:
             sandbox_id=self._sandbox.lease.sandbox_id,
             max_iterations=run.max_iterations,
         )
-        types = await self._check(CheckActivities.check_types, target, "types")
-        routes = await self._check(CheckActivities.check_routes, target, "routes")
+        if workflow.patched(PARALLEL_CHECKS_PATCH):
+            types, routes = await asyncio.gather(
+                self._check(CheckActivities.check_types, target, "types"),
+                self._check(CheckActivities.check_routes, target, "routes"),
+            )
+        else:
+            types = await self._check(CheckActivities.check_types, target, "types")
+            routes = await self._check(CheckActivities.check_routes, target, "routes")
         log_input = LogCheckInput(
             sandbox_id=self._sandbox.lease.sandbox_id, since=routes.log_offset or 0
         )

@@ -1,5 +1,6 @@
 """Per-sandbox cgroups capping processes, memory and CPU time (cgroup v1 or v2, whichever the
-host has).
+host has), and counting the CPU time the sandbox used (`cpu_seconds`: benchmarks and per-run
+costs).
 
 A fork bomb, memory hog or busy loop then hurts only its own sandbox. Without writable cgroups
 the supervisor falls back to RLIMIT_NPROC (set in bwrap's child) and smaller scratch tmpfs,
@@ -17,12 +18,20 @@ from pathlib import Path
 ROOT = Path("/sys/fs/cgroup")
 PARENT = "qai"
 CPU_PERIOD_US = 100_000
-V1_CONTROLLERS = ("pids", "memory", "cpu")
+V1_CONTROLLERS = ("pids", "memory", "cpu", "cpuacct")
+"""cgroup v1 hierarchies a sandbox joins; cpuacct only counts (it caps nothing)."""
 
 
 def _v1_controllers(root: Path) -> list[str]:
-    """cgroup v1 hierarchies used: pids and memory always, cpu when the host mounts it."""
-    return [c for c in V1_CONTROLLERS if c != "cpu" or (root / c).is_dir()]
+    """cgroup v1 hierarchies used: pids and memory always, cpu and cpuacct when the host mounts
+    them (once each: where they are one hierarchy, cpu stands for both)."""
+    used = ["pids", "memory"]
+    if (root / "cpu").is_dir():
+        used.append("cpu")
+    cpuacct = root / "cpuacct"
+    if cpuacct.is_dir() and not ("cpu" in used and cpuacct.resolve() == (root / "cpu").resolve()):
+        used.append("cpuacct")
+    return used
 
 
 def _write(path: Path, value: str) -> None:
@@ -61,9 +70,10 @@ class SandboxCgroups:
         pids_dir, mem_dir = self.dirs[:2]
         for group in self.dirs:
             group.mkdir(parents=True, exist_ok=True)
-        if quota and len(self.dirs) > 2:
-            _write(self.dirs[2] / "cpu.cfs_period_us", str(CPU_PERIOD_US))
-            _write(self.dirs[2] / "cpu.cfs_quota_us", str(quota))
+        cpu_dir = next((d for d in self.dirs if d.parent.parent.name == "cpu"), None)
+        if quota and cpu_dir is not None:
+            _write(cpu_dir / "cpu.cfs_period_us", str(CPU_PERIOD_US))
+            _write(cpu_dir / "cpu.cfs_quota_us", str(quota))
         _write(pids_dir / "pids.max", str(pids))
         _write(mem_dir / "memory.limit_in_bytes", str(memory_bytes))
         memsw = mem_dir / "memory.memsw.limit_in_bytes"
@@ -84,6 +94,21 @@ class SandboxCgroups:
         except OSError:
             return {}
         return {name: int(value) for name, _, value in (line.partition(" ") for line in lines)}
+
+    def cpu_seconds(self) -> float | None:
+        """CPU time the sandbox's processes have used so far; None when it is not counted."""
+        try:
+            if self.v2:
+                for line in (self.dirs[0] / "cpu.stat").read_text().splitlines():
+                    if line.startswith("usage_usec "):
+                        return int(line.split()[1]) / 1e6
+                return None
+            for group in self.dirs:
+                if (group / "cpuacct.usage").exists():
+                    return int((group / "cpuacct.usage").read_text()) / 1e9
+        except (OSError, ValueError):
+            return None
+        return None
 
     def pids(self) -> set[int]:
         found: set[int] = set()

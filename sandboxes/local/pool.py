@@ -26,6 +26,7 @@ import httpx
 import structlog
 
 from runtime.settings import SandboxNetwork, Settings
+from runtime.slots import host_slots
 from sandboxes.base import SandboxUnavailableError
 from sandboxes.local.layout import ID_PATTERN, Layout, read_state, state_alive, update_state
 from sandboxes.local.sandbox import LocalSandbox
@@ -265,10 +266,11 @@ class WarmPool:
         """Request `/` through the preview relay until it answers 200, then mark it warm."""
         sandbox = LocalSandbox(self.backend.kill, layout, read_state(layout.state))
         url = sandbox.preview_url(spec.port or 3000)
-        started = time.monotonic()
-        deadline = started + WARM_TIMEOUT
         status: int | str = "no answer"
-        async with httpx.AsyncClient(timeout=120) as client:
+        slot = host_slots(self.backend.settings).hold("compile")  # the first compile is heavy
+        async with slot, httpx.AsyncClient(timeout=120) as client:
+            started = time.monotonic()  # the wait for the slot does not count against it
+            deadline = started + WARM_TIMEOUT
             while (layout.root / "pooled").exists():
                 try:
                     status = (await client.get(url)).status_code

@@ -68,3 +68,42 @@ async def test_preview_serves_written_page_and_hot_reload_socket(nextjs: LocalSa
         async with session.ws_connect(f"{url}/_next/webpack-hmr") as socket:
             message = await socket.receive(timeout=30)
             assert message.type == aiohttp.WSMsgType.TEXT
+
+
+async def test_the_native_type_check_reports_what_typescript_5_reports(
+    nextjs: LocalSandbox,
+) -> None:
+    """The draft's type check runs TypeScript 7 (tsgo); its errors are TypeScript 5's."""
+    from activities.checks import run_tsc
+    from agent.checks import TSC_JS_COMMAND, parse_tsc
+    from sandboxes.base import CommandFailedError, WriteEntry
+
+    def found(issues: list) -> list[tuple[str | None, int | None, str]]:
+        # The dev server regenerates `.next/types` (route types) when pages appear, so a check
+        # in that moment may also see a half-written route list: not the compiler's doing.
+        return [(i.file, i.line, i.message) for i in issues if not i.file.startswith(".next/")]
+
+    async def typescript_5() -> list:
+        try:
+            await nextjs.commands.run(TSC_JS_COMMAND, timeout=300)
+        except CommandFailedError as failed:
+            return parse_tsc(failed.stdout + "\n" + failed.stderr)
+        return []
+
+    await nextjs.commands.run("test -x node_modules/.bin/tsgo", timeout=30)  # not the fallback
+    assert (await run_tsc(nextjs)).status == "passed"  # globals.css, process.env: no errors
+    await nextjs.files.write_files(
+        [
+            WriteEntry("app/page.tsx", "const count: number = 'x';\n" + PAGE),
+            WriteEntry("app/b/page.tsx", "import m from './missing';\n" + PAGE),
+            WriteEntry("lib/env.ts", "export const mode = process.env.NODE_ENV;\n"),
+        ]
+    )
+    before = await typescript_5()
+    native = await run_tsc(nextjs)
+    assert native.status == "failed"
+    assert found(native.issues) == found(before)
+    assert [(file, line, message[:6]) for file, line, message in found(native.issues)] == [
+        ("app/b/page.tsx", 1, "TS2307"),
+        ("app/page.tsx", 1, "TS2322"),
+    ]

@@ -77,6 +77,7 @@ async def test_a_compile_error_is_fixed_before_the_user_sees_it(agent_harness) -
         [sent] = await feedback_messages(harness, message_id)
         assert "Can't resolve './missing'" in sent
         assert "app/page.tsx:1" in sent
+        assert "[types] app/page.tsx:1: TS2307: Cannot find module './missing'" in sent
         assert sent.endswith("Fix these, then finish with <task_summary>.")
         assert len(llm.completed_counts()) == 5  # four turns and the title
         await preview_text(reply.fragment.sandbox_url, marker)
