@@ -28,6 +28,7 @@ from activities.events import emit
 from activities.heartbeat import heartbeating
 from activities.sandbox_service import preview_port
 from activities.services import Services
+from activities.slots import cpu_slot
 from agent import browser_checks as bc
 from agent.checks import CheckResult, CheckStatus
 from contract import BrowserCheckInput, ScreenshotInput, ScreenshotResult
@@ -193,7 +194,8 @@ class BrowserActivities:
         try:
             sandbox = await self._services.sandboxes.connect(input.sandbox_id)
             origin = sandbox.preview_url(preview_port()).rstrip("/")
-            async with heartbeating():
+            # A page load compiles and runs the app: CPU work that takes one of the host's slots.
+            async with heartbeating(), cpu_slot(self._services, input.run_id, "check", "browser"):
                 for route in routes:
                     found, shot = await self._check_route(origin, route, shoot=route == "/")
                     per_route.append(found)
