@@ -194,7 +194,10 @@ async def test_expired_sandbox_is_replaced_and_hydrated(agent_harness) -> None:
         outcome = await harness.submit(project_id, second)
 
         assert outcome.status.value == "RESULT", outcome.content
-        new_id = (await harness.project_status(project_id)).sandbox_id
+        # The reply is saved just before the run hands its new sandbox back to the project.
+        async with asyncio.timeout(60):
+            while (new_id := (await harness.project_status(project_id)).sandbox_id) == old_id:
+                await asyncio.sleep(0.1)
         assert new_id != old_id
         assert outcome.sandbox_url is not None
         await preview_text(outcome.sandbox_url, marker)
