@@ -171,6 +171,7 @@ throw new Error('thrown on load');
 </script><img src="/favicon.ico"></body></html>"""
 
 
+@pytest.mark.slow  # waits out each page's bounds on purpose
 async def test_every_route_check_ends_in_bounded_time(shared_browser: SharedBrowser) -> None:
     """A page that never goes quiet, one full of dialogs and popups, and a broken one: each
     check ends within its budget, and what the broken page did is reported."""

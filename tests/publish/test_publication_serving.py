@@ -87,6 +87,7 @@ def site(text: str) -> dict[str, bytes]:
     }
 
 
+@pytest.mark.slow  # a real gateway, blob store and database round trip per request
 async def test_static_publications_are_served_from_the_blob_store(
     clean_db: Database, workflow_env: WorkflowEnvironment, tmp_path
 ) -> None:
