@@ -28,7 +28,6 @@ from activities.events import emit
 from activities.heartbeat import heartbeating
 from activities.sandbox_service import preview_port
 from activities.services import Services
-from activities.slots import cpu_slot
 from agent import browser_checks as bc
 from agent.checks import CheckResult, CheckStatus
 from contract import BrowserCheckInput, ScreenshotInput, ScreenshotResult
@@ -194,8 +193,7 @@ class BrowserActivities:
         try:
             sandbox = await self._services.sandboxes.connect(input.sandbox_id)
             origin = sandbox.preview_url(preview_port()).rstrip("/")
-            # A page load compiles and runs the app: CPU work that takes one of the host's slots.
-            async with heartbeating(), cpu_slot(self._services, input.run_id, "check", "browser"):
+            async with heartbeating():
                 for route in routes:
                     found, shot = await self._check_route(origin, route, shoot=route == "/")
                     per_route.append(found)
