@@ -69,3 +69,16 @@ async def test_a_stream_without_last_event_id_reads_history_a_page_at_a_time(
     frames = [await stream.__anext__() for _ in range(24)]
     assert frames[-1].startswith("id: 25\n") and reads == [0, 10, 20]
     await stream.aclose()
+
+
+async def test_an_open_stream_counts_in_the_sse_gauge_until_it_closes(clean_db: Database) -> None:
+    from runtime import metrics
+
+    project_id = await _project_with_events(clean_db, 1)
+    hub = EventHub(clean_db, heartbeat_seconds=30)
+    before = metrics.SSE_CLIENTS._value.get()
+    stream = hub.stream(project_id, 0)
+    assert (await stream.__anext__()).startswith("id: 1\n")
+    assert metrics.SSE_CLIENTS._value.get() == before + 1
+    await stream.aclose()
+    assert metrics.SSE_CLIENTS._value.get() == before

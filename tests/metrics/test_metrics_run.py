@@ -64,23 +64,6 @@ async def test_a_run_moves_the_counters(api_stack) -> None:
         async with asyncio.timeout(300):
             await read_events(http, project_id, run_done(message_id))
         after = await scrape(http)
-        # A connected event stream counts while it is open, and stops counting once it closes.
-        # Counted from before the run: the gauge is the process's, and the stream read above
-        # may take a moment to close on the server.
-        baseline = value(before, "qai_sse_clients")
-
-        async def settled() -> None:
-            async with asyncio.timeout(10):
-                while value(await scrape(http), "qai_sse_clients") > baseline:
-                    await asyncio.sleep(0.1)
-
-        await settled()
-        url = f"/api/projects/{project_id}/events"
-        async with http.stream("GET", url, timeout=None) as stream:
-            assert stream.status_code == 200
-            await anext(stream.aiter_lines())  # the backlog's first line: it has subscribed
-            streaming = await scrape(http)
-        await settled()
 
     def moved(name: str, **labels: str) -> float:
         return value(after, name, **labels) - value(before, name, **labels)
@@ -107,7 +90,6 @@ async def test_a_run_moves_the_counters(api_stack) -> None:
     assert moved("qai_api_request_seconds_count", route="/api/projects", status="201") == 1
     assert moved("qai_api_request_seconds_count", route="/api/projects/{project_id}/events") >= 1
     assert not any(project_id in "".join(dict(ls).values()) for _, ls in after)
-    assert value(streaming, "qai_sse_clients") - baseline == 1
 
 
 async def test_the_worker_server_serves_metrics_health_and_temporal_sdk_metrics(
