@@ -75,29 +75,8 @@ async def save_restored_version(
         if existing is not None:
             await session.commit()
             return existing
-        message = Message(
-            id=message_id,
-            project_id=project_id,
-            role=MessageRole.ASSISTANT,
-            type=MessageType.RESULT,
-            content=content,
-            fragment=None,
-        )
-        session.add(message)
-        message.fragment = Fragment(
-            message_id=message_id,
-            sandbox_url=sandbox_url,
-            title=source.title,
-            files=workspace.source_files(),
-            summary=content,
-        )
-        await session.flush()
-        await snapshots.save(
-            session,
-            project_id=project_id,
-            run_id=message_id,
-            snapshot=workspace,
-            tool_call_id=None,
+        message = await _add_version(
+            session, project_id, message_id, content, source.title, workspace, sandbox_url
         )
         await session.execute(
             sa.update(Project)
@@ -191,29 +170,8 @@ async def save_imported_project(
     try:
         session.add(Project(id=project_id, name=name))
         await session.flush()
-        message = Message(
-            id=message_id,
-            project_id=project_id,
-            role=MessageRole.ASSISTANT,
-            type=MessageType.RESULT,
-            content=content,
-            fragment=None,
-        )
-        session.add(message)
-        message.fragment = Fragment(
-            message_id=message_id,
-            sandbox_url=sandbox_url,
-            title=title,
-            files=workspace.source_files(),
-            summary=content,
-        )
-        await session.flush()
-        await snapshots.save(
-            session,
-            project_id=project_id,
-            run_id=message_id,
-            snapshot=workspace,
-            tool_call_id=None,
+        message = await _add_version(
+            session, project_id, message_id, content, title, workspace, sandbox_url
         )
         await events.append(
             session,
@@ -239,3 +197,37 @@ async def latest_result_fragment(session: AsyncSession, project_id: uuid.UUID) -
         .limit(1)
     )
     return (await session.scalars(statement)).one_or_none()
+
+
+async def _add_version(
+    session: AsyncSession,
+    project_id: uuid.UUID,
+    message_id: uuid.UUID,
+    content: str,
+    title: str,
+    workspace: WorkspaceSnapshot,
+    sandbox_url: str,
+) -> Message:
+    """An ASSISTANT RESULT with its fragment and snapshot: a version made without a run (a
+    restore or an import). The caller commits."""
+    message = Message(
+        id=message_id,
+        project_id=project_id,
+        role=MessageRole.ASSISTANT,
+        type=MessageType.RESULT,
+        content=content,
+        fragment=None,
+    )
+    session.add(message)
+    message.fragment = Fragment(
+        message_id=message_id,
+        sandbox_url=sandbox_url,
+        title=title,
+        files=workspace.source_files(),
+        summary=content,
+    )
+    await session.flush()
+    await snapshots.save(
+        session, project_id=project_id, run_id=message_id, snapshot=workspace, tool_call_id=None
+    )
+    return message
